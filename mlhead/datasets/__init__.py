@@ -1,0 +1,8 @@
+"""Datasets: a registry of loaders (one module each). See :mod:`mlhead.datasets.base`."""
+
+from .base import (DATASETS, DatasetError, DatasetLoader, Example, LoadedDataset, default_data_dir,
+                   get_loader, multi_hot, register, split_indices)
+from . import movieposters, table  # noqa: F401  (registration)
+
+__all__ = ["DATASETS", "DatasetError", "DatasetLoader", "Example", "LoadedDataset", "default_data_dir",
+           "get_loader", "multi_hot", "register", "split_indices"]

@@ -1,0 +1,186 @@
+"""Dataset registry, the examples/splits data model, and shared helpers for loaders.
+
+A loader is one decorated class::
+
+    @register("mydata")
+    class MyData(DatasetLoader):
+        modality = "text"; default_backbone = "minilm"
+        layout = "..."; split_doc = "..."
+        def load(self, data_dir, split_seed=44, split_mode="random", on_error="raise", **options): ...
+
+``load`` returns a :class:`LoadedDataset`: class names, examples per split (an example's ``input``
+is an image path or a text), the input files (for the cache fingerprint) and notes for the user.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable, Sequence
+
+import numpy as np
+
+DATASETS: dict[str, type["DatasetLoader"]] = {}
+SPLIT_FRACTIONS = (0.6, 0.2, 0.2)
+SPLIT_MODES = ("random", "paper-contiguous")
+LABEL_SEPARATORS = "|,;\t"
+
+
+class DatasetError(ValueError):
+    """Bad or missing dataset input; the message names the file and row."""
+
+
+@dataclass
+class Example:
+    """One example: ``id`` unique within the dataset, ``input`` an image path or a text,
+    ``labels`` class names, ``where`` the file:row it came from (for error messages)."""
+
+    id: str
+    input: str
+    labels: list[str]
+    where: str = ""
+
+
+@dataclass
+class LoadedDataset:
+    """What a loader returns. ``features`` (modality "features" only): split -> (X N x D float32,
+    Y N x C uint8, ids); ``skipped``: rows left out, as dicts {id, where, error}."""
+
+    name: str
+    modality: str
+    classes: list[str]
+    splits: dict[str, list[Example]]
+    files: list[Path]
+    split_mode: str
+    split_seed: int | None
+    options: dict = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+    skipped: list[dict] = field(default_factory=list)
+    features: dict | None = None
+
+    def multi_hot(self, split: str) -> np.ndarray:
+        """Labels of ``split`` as a multi-hot uint8 array N x C (column order = ``classes``)."""
+        return multi_hot([e.labels for e in self.splits[split]], self.classes)
+
+
+class DatasetLoader:
+    """Base class of dataset loaders (see module docstring)."""
+
+    name: str = ""
+    modality: str = "image"
+    default_backbone: str = "mobilenetv2_100"
+    layout: str = ""
+    split_doc: str = "seeded 60/20/20 permutation (--split-seed, default 44)"
+    #: dataset-specific options: name -> (default, help)
+    OPTIONS: dict[str, tuple[object, str]] = {}
+
+    def load(self, data_dir: Path, split_seed: int = 44, split_mode: str = "random",
+             on_error: str = "raise", **options) -> LoadedDataset:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+
+def register(name: str) -> Callable[[type], type]:
+    """Class decorator adding a :class:`DatasetLoader` subclass to :data:`DATASETS`."""
+
+    def deco(cls):
+        cls.name = name
+        DATASETS[name] = cls
+        return cls
+
+    return deco
+
+
+def get_loader(name: str) -> DatasetLoader:
+    """Instantiate the loader registered as ``name``; unknown name -> DatasetError listing names."""
+    if name not in DATASETS:
+        raise DatasetError(f"unknown dataset {name!r}; available: {', '.join(sorted(DATASETS))}")
+    return DATASETS[name]()
+
+
+def default_data_dir(name: str) -> Path:
+    """``$MLHEAD_DATA_DIR/<name>`` if that exists, else ``$MLHEAD_DATA_DIR``, else ``./data/<name>``."""
+    root = Path(os.environ.get("MLHEAD_DATA_DIR", "data"))
+    return root / name if (root / name).exists() else root
+
+
+def require_file(path: Path, what: str) -> Path:
+    """Return ``path`` if it is a file, else raise DatasetError naming it."""
+    if not Path(path).is_file():
+        raise DatasetError(f"{what} not found: {path}")
+    return Path(path)
+
+
+def split_indices(n: int, seed: int, mode: str = "random",
+                  fractions: Sequence[float] = SPLIT_FRACTIONS) -> dict[str, np.ndarray]:
+    """Indices of the train/val/test split of ``n`` examples.
+
+    ``random``: a seeded permutation (numpy default_rng(seed)) cut 60/20/20; each split keeps
+    permutation order. ``paper-contiguous``: file order head/middle/tail, as the paper's code did.
+    Sizes are floor(0.6n), floor(0.2n) and the rest. Raises DatasetError for an unknown mode.
+    """
+    if mode not in SPLIT_MODES:
+        raise DatasetError(f"unknown split mode {mode!r}; valid: {', '.join(SPLIT_MODES)}")
+    order = np.arange(n) if mode == "paper-contiguous" else np.random.default_rng(seed).permutation(n)
+    n_train, n_val = int(fractions[0] * n), int(fractions[1] * n)
+    return {"train": order[:n_train], "val": order[n_train:n_train + n_val], "test": order[n_train + n_val:]}
+
+
+def carve_val(examples: list[Example], seed: int, fraction: float = 0.2) -> tuple[list[Example], list[Example]]:
+    """Split a fixed train set into (train, val) by a seeded permutation (val = floor(fraction*n))."""
+    perm = np.random.default_rng(seed).permutation(len(examples))
+    n_val = int(fraction * len(examples))
+    return [examples[i] for i in sorted(perm[n_val:])], [examples[i] for i in sorted(perm[:n_val])]
+
+
+def apply_split(examples: list[Example], seed: int, mode: str) -> dict[str, list[Example]]:
+    """:func:`split_indices` applied to a list of examples."""
+    return {s: [examples[i] for i in idx] for s, idx in split_indices(len(examples), seed, mode).items()}
+
+
+def parse_labels(raw: str | Iterable[str] | None, sep: str, where: str,
+                 classes: Sequence[str] | None = None) -> list[str]:
+    """Parse one labels field into class names.
+
+    ``raw`` is a string split on ``sep`` (whitespace around names stripped) or a list. Raises
+    DatasetError naming ``where`` for: an empty field or empty name (e.g. ``a||b``), a name
+    not in ``classes`` (when given), or a name containing another common separator (a wrong
+    ``--label-sep``). Duplicates are dropped, order kept.
+    """
+    if raw is None or (isinstance(raw, str) and not raw.strip()):
+        raise DatasetError(f"{where}: empty labels field")
+    names = [str(x).strip() for x in (raw.split(sep) if isinstance(raw, str) else raw)]
+    if any(not x for x in names):
+        raise DatasetError(f"{where}: empty label in {raw!r} (separator {sep!r})")
+    for name in names:
+        other = [s for s in LABEL_SEPARATORS if s != sep and s in name]
+        if other:
+            raise DatasetError(f"{where}: label {name!r} contains {other[0]!r}: wrong label separator "
+                               f"(using {sep!r})?")
+        if classes is not None and name not in classes:
+            raise DatasetError(f"{where}: unknown label {name!r}; known: {', '.join(classes)}")
+    return list(dict.fromkeys(names))
+
+
+def multi_hot(label_lists: Sequence[Sequence[str]], classes: Sequence[str]) -> np.ndarray:
+    """N x C uint8 multi-hot matrix; raises DatasetError for a label not in ``classes``."""
+    index = {c: j for j, c in enumerate(classes)}
+    out = np.zeros((len(label_lists), len(classes)), dtype=np.uint8)
+    for i, labels in enumerate(label_lists):
+        for name in labels:
+            if name not in index:
+                raise DatasetError(f"example {i}: unknown label {name!r}")
+            out[i, index[name]] = 1
+    return out
+
+
+def handle_bad_row(on_error: str, skipped: list[dict], example_id: str, where: str, err: Exception) -> None:
+    """``on_error='raise'`` re-raises ``err`` as DatasetError; ``'skip'`` records it in ``skipped``."""
+    if on_error == "raise":
+        raise err if isinstance(err, DatasetError) else DatasetError(f"{where}: {err}")
+    skipped.append({"id": example_id, "where": where, "error": str(err)})
+
+
+def file_list(paths: Iterable[Path]) -> list[Path]:
+    """Sorted unique list of existing files (the fingerprint's input list)."""
+    return sorted({Path(p) for p in paths if Path(p).is_file()})

@@ -1,0 +1,296 @@
+"""Stage one: run a frozen backbone once over a dataset and stream embeddings into the HDF5 cache.
+
+Decoding/resizing (images) and tokenization (texts) run in DataLoader worker processes and overlap
+with the forward pass; the forward pass runs under ``torch.inference_mode`` in eval mode, channels_last
+for CNNs, with autocast per ``--precision`` (bf16 on CPUs with AMX/AVX512-BF16, fp16 on CUDA).
+Each batch is appended and made durable before the next, so an interrupted run resumes where it
+stopped (see :mod:`mlhead.cache`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from .backbones import Backbone, load_backbone
+from .cache import CacheLock, CacheWriter, check_reusable, library_versions
+from .datasets import DatasetError, LoadedDataset, get_loader
+from .device import autocast, resolve_device, resolve_precision
+
+ON_ERROR = ("raise", "skip")
+
+
+@dataclass
+class EmbedResult:
+    """Summary of one ``embed`` call (rows per split, skipped rows, wall time, throughput)."""
+
+    path: Path
+    rows: dict[str, int]
+    skipped: list[dict]
+    seconds: float
+    resumed_rows: int = 0
+    up_to_date: bool = False
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def rows_per_second(self) -> float:
+        done = sum(self.rows.values()) - self.resumed_rows
+        return done / self.seconds if self.seconds > 0 else 0.0
+
+
+# ------------------------------------------------------------------------------ input pipeline
+
+
+class _ImageRows(Dataset):
+    """Decodes images in workers; a bad image yields its error string instead of a tensor."""
+
+    def __init__(self, examples, transform):
+        self.examples, self.transform = examples, transform
+
+    def __len__(self):
+        return len(self.examples)
+
+    def __getitem__(self, i):
+        from PIL import Image
+
+        ex = self.examples[i]
+        try:
+            with Image.open(ex.input) as img:
+                img.load()
+                x = self.transform(img.convert("RGB"))
+            return i, x, None
+        except Exception as e:  # corrupt, truncated or missing file: reported by the main process
+            return i, None, f"{type(e).__name__}: {e}"
+
+
+class _TextRows(Dataset):
+    def __init__(self, examples):
+        self.examples = examples
+
+    def __len__(self):
+        return len(self.examples)
+
+    def __getitem__(self, i):
+        text = self.examples[i].input
+        return i, text, None if text and text.strip() else "empty text"
+
+
+def _collate(tokenize: Callable | None):
+    def collate(items):
+        idx = [i for i, _, _ in items]
+        errors = {i: err for i, _, err in items if err is not None}
+        good = [x for _, x, err in items if err is None]
+        if not good:
+            batch = None
+        elif tokenize is not None:
+            batch = tokenize(good)
+        else:
+            batch = torch.stack(good)
+        return idx, batch, errors
+
+    return collate
+
+
+def _to_device(batch, device: torch.device):
+    if isinstance(batch, dict):
+        return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+    return batch.to(device, non_blocking=True)
+
+
+# ---------------------------------------------------------------------------------- fingerprint
+
+
+def inputs_digest(data: LoadedDataset, root: Path) -> str:
+    """sha256 over (relative path, size, mtime_ns) of every input file."""
+    h = hashlib.sha256()
+    for p in data.files:
+        st = p.stat()
+        try:
+            rel = str(p.resolve().relative_to(root.resolve()))
+        except ValueError:
+            rel = str(p)
+        h.update(f"{rel}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+    return h.hexdigest()
+
+
+def make_fingerprint(data: LoadedDataset, data_dir: Path, backbone: Backbone | None, precision: str,
+                     on_error: str, shard: tuple[int, int] | None) -> dict:
+    """Every input that shapes the cache; a change in any field makes the cache stale."""
+    versions = library_versions()
+    return {
+        "dataset": data.name, "dataset_options": data.options, "classes": data.classes,
+        "inputs": inputs_digest(data, data_dir if data_dir.is_dir() else data_dir.parent),
+        "n_inputs": len(data.files), "split_mode": data.split_mode, "split_seed": data.split_seed,
+        "split_ids": hashlib.sha256(json.dumps({s: [e.id for e in v] for s, v in data.splits.items()})
+                                    .encode()).hexdigest(),
+        "backbone": backbone.name if backbone else "none",
+        "weights_sha256": backbone.weights_sha256 if backbone else "",
+        "preprocessing": backbone.preprocessing if backbone else {},
+        "precision": precision, "on_error": on_error,
+        "shard": list(shard) if shard else None,
+        "versions": {k: v for k, v in versions.items() if k != "h5py"},
+    }
+
+
+def shard_slice(n: int, shard: tuple[int, int] | None) -> slice:
+    """Rows ``[i*n//k, (i+1)*n//k)`` of a split for shard ``(i, k)``; all rows for None."""
+    if shard is None:
+        return slice(0, n)
+    i, k = shard
+    return slice(i * n // k, (i + 1) * n // k)
+
+
+def cache_path(cache_dir: Path, dataset: str, backbone: str, shard: tuple[int, int] | None = None) -> Path:
+    """``<cache-dir>/<dataset>/<backbone>.h5`` (``.shard-i-of-n.h5`` for a shard)."""
+    safe = backbone.replace("/", "_").replace("\\", "_")
+    suffix = f".shard-{shard[0]}-of-{shard[1]}" if shard else ""
+    return Path(cache_dir) / dataset / f"{safe}{suffix}.h5"
+
+
+# ---------------------------------------------------------------------------------------- embed
+
+
+def embed(dataset: str, data_dir, cache_dir="cache", backbone: str | None = None, weights=None,
+          random_init: bool = False, pooling: str | None = None, max_length: int = 256,
+          precision: str = "auto", batch_size: int = 64, workers: int | None = None, split_seed: int = 44,
+          split_mode: str = "random", on_error: str = "raise", force: bool = False,
+          shard: tuple[int, int] | None = None, dataset_options: dict | None = None, device: str | None = None,
+          wait_lock: bool = False, progress: Callable | None = None, output: str | os.PathLike | None = None,
+          stop_after_batches: int | None = None) -> EmbedResult:
+    """Embed every split of ``dataset`` into ``<cache_dir>/<dataset>/<backbone>.h5``.
+
+    Up to date (same fingerprint) -> returns at once (``up_to_date``); stale -> CacheError naming the
+    changed fields unless ``force``. Bad rows: ``on_error="raise"`` -> DatasetError naming file and
+    row; ``"skip"`` -> left out, counted and listed in the cache attrs. ``progress(split, done, total)``
+    is called after every batch. ``stop_after_batches`` (tests) stops early as a crash would.
+    Raises ValueError for bad options, BackboneError, DatasetError, CacheError.
+    """
+    t0 = time.perf_counter()
+    if on_error not in ON_ERROR:
+        raise ValueError(f"--on-error {on_error!r} invalid; valid: {', '.join(ON_ERROR)}")
+    if batch_size < 1:
+        raise ValueError(f"--batch-size {batch_size} invalid; valid: >= 1")
+    if shard is not None and not (0 <= shard[0] < shard[1]):
+        raise ValueError(f"--shard {shard[0]}/{shard[1]} invalid; valid: i/n with 0 <= i < n")
+    loader = get_loader(dataset)
+    data_dir = Path(data_dir)
+    data = loader.load(data_dir, split_seed=split_seed, split_mode=split_mode, on_error=on_error,
+                       **(dataset_options or {}))
+    dev = resolve_device(device)
+    bb = None
+    if data.modality != "features":
+        bb = load_backbone(backbone or loader.default_backbone, weights=weights, random_init=random_init,
+                           pooling=pooling, max_length=max_length)
+        if bb.modality != data.modality:
+            raise ValueError(f"backbone {bb.name!r} is a {bb.modality} model but dataset {dataset!r} is {data.modality}")
+    prec = resolve_precision(precision, dev) if bb else "fp32"
+    fp = make_fingerprint(data, data_dir, bb, prec, on_error, shard)
+    path = Path(output) if output else cache_path(Path(cache_dir), dataset, bb.name if bb else "none", shard)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.exists() and not force:
+        check_reusable(path, fp)
+        return EmbedResult(path, {s: len(v) for s, v in data.splits.items()}, data.skipped,
+                           time.perf_counter() - t0, up_to_date=True, notes=data.notes)
+    attrs = {"dataset": dataset, "backbone": bb.name if bb else "none",
+             "weights_sha256": bb.weights_sha256 if bb else "", "preprocessing": bb.preprocessing if bb else {},
+             "split_mode": data.split_mode, "split_seed": -1 if data.split_seed is None else data.split_seed,
+             "precision": prec, "modality": data.modality, "dataset_options": data.options,
+             "shard": list(shard) if shard else [], "notes": data.notes, "skipped_at_load": data.skipped}
+    with CacheLock(path, wait=wait_lock):
+        slices = {s: v[shard_slice(len(v), shard)] for s, v in data.splits.items()}
+        writer = CacheWriter(path, data.classes, bb.dim if bb else _features_dim(data), {s: len(v) for s, v in slices.items()},
+                             attrs=attrs, fingerprint=fp, force=force)
+        resumed = sum(writer.consumed(s) for s in slices)
+        consumed = _Counter(stop_after_batches)
+        if bb is None:
+            _write_features(writer, data, shard, progress)
+        else:
+            bb.to(dev)
+            for split, examples in slices.items():
+                _embed_split(writer, split, examples, data, bb, dev, prec, batch_size, workers, on_error,
+                             progress, consumed)
+        out = writer.finish()
+    return EmbedResult(out, {s: writer.done(s) for s in slices}, data.skipped + writer.skipped, time.perf_counter() - t0,
+                       resumed_rows=resumed, notes=data.notes)
+
+
+class _Counter:
+    def __init__(self, limit):
+        self.limit, self.n = limit, 0
+
+    def tick(self):
+        self.n += 1
+        if self.limit is not None and self.n >= self.limit:
+            raise KeyboardInterrupt(f"stopped after {self.n} batches (stop_after_batches)")
+
+
+def _features_dim(data: LoadedDataset) -> int:
+    return int(next(iter(data.features.values()))[0].shape[1])
+
+
+def _write_features(writer: CacheWriter, data: LoadedDataset, shard, progress) -> None:
+    for split, (X, Y, ids) in data.features.items():
+        sl = shard_slice(len(ids), shard)
+        X, Y, ids = X[sl], Y[sl], list(ids[sl])
+        start = writer.consumed(split)
+        for i in range(start, len(ids), 4096):
+            writer.append(split, X[i:i + 4096], Y[i:i + 4096], ids[i:i + 4096])
+            if progress:
+                progress(split, min(i + 4096, len(ids)), len(ids))
+
+
+def _embed_split(writer, split, examples, data, bb, dev, prec, batch_size, workers, on_error, progress, counter):
+    start = writer.consumed(split)
+    total = len(examples)
+    if progress:
+        progress(split, start, total)
+    if start >= total:
+        return
+    todo = examples[start:]
+    labels = data.multi_hot(split)[shard_slice(len(data.splits[split]), _shard_of(writer))][start:]
+    rows = _ImageRows(todo, bb.transform) if bb.modality == "image" else _TextRows(todo)
+    n_workers = (min(2, os.cpu_count() or 1) if dev.type == "cuda" else 1) if workers is None else workers
+    if bb.modality == "text":
+        os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    dl = DataLoader(rows, batch_size=batch_size, shuffle=False, num_workers=n_workers,
+                    collate_fn=_collate(bb.tokenize if bb.modality == "text" else None),
+                    pin_memory=dev.type == "cuda", persistent_workers=False,
+                    prefetch_factor=4 if n_workers else None)
+    done = start
+    for idx, batch, errors in dl:
+        bad = []
+        for i, err in errors.items():
+            ex = todo[i]
+            msg = f"{ex.where or ex.input}: {ex.input if bb.modality == 'image' else 'text'}: {err}"
+            if on_error == "raise":
+                raise DatasetError(msg + " (use --on-error skip to leave such rows out)")
+            bad.append({"id": ex.id, "where": ex.where, "error": err})
+        keep = [i for i in idx if i not in errors]
+        if keep:
+            with autocast(dev, prec):
+                emb = bb.encode(_to_device(batch, dev))
+            emb_np = emb.float().cpu().numpy()
+            if not np.isfinite(emb_np).all():
+                raise FloatingPointError(f"non-finite embeddings in {split} rows {done}..{done + len(idx)}; "
+                                         "try --precision fp32")
+        else:
+            emb_np = np.zeros((0, bb.dim), np.float32)
+        writer.append(split, emb_np, labels[keep], [todo[i].id for i in keep], skipped=bad)
+        done += len(idx)
+        if progress:
+            progress(split, done, total)
+        counter.tick()
+
+
+def _shard_of(writer: CacheWriter):
+    shard = writer.fingerprint.get("shard")
+    return tuple(shard) if shard else None
