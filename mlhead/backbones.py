@@ -262,6 +262,8 @@ def load_backbone(name: str, weights: str | os.PathLike | None = None, random_in
 
     Raises :class:`BackboneError` with a how-to message when it cannot be loaded.
     """
+    if weights is not None and not Path(weights).exists():
+        raise BackboneError(f"--weights {weights}: no such file or folder")
     text_kw = {"max_length": max_length}
     if pooling:
         text_kw["pooling"] = pooling

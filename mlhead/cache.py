@@ -137,12 +137,12 @@ def open_cache(path: str | os.PathLike, require_complete: bool = True) -> Cache:
     try:
         with h5py.File(p, "r") as f:
             attrs = {k: _decode_attr(v) for k, v in f.attrs.items()}
+            if require_complete and not attrs.get("complete", False):
+                raise CacheError(f"{p}: cache is not complete (an embed was interrupted); rerun `mlhead embed`")
             splits = [k for k in f.keys() if isinstance(f[k], h5py.Group)]
             shapes = {s: tuple(f[s]["embeddings"].shape) for s in splits}
     except (OSError, KeyError) as e:
         raise CacheError(f"{p}: not a readable mlhead cache ({e})") from None
-    if require_complete and not attrs.get("complete", False):
-        raise CacheError(f"{p}: cache is not complete (an embed was interrupted); rerun `mlhead embed`")
     order = {"train": 0, "val": 1, "test": 2}
     splits.sort(key=lambda s: (order.get(s, 9), s))
     return Cache(path=p, splits=splits, classes=list(attrs.get("classes", [])), attrs=attrs, shapes=shapes)

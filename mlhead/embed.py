@@ -27,6 +27,7 @@ from .datasets import DatasetError, LoadedDataset, get_loader
 from .device import autocast, resolve_device, resolve_precision
 
 ON_ERROR = ("raise", "skip")
+DEFAULT_BACKBONE = {"image": "mobilenetv2_100", "text": "minilm"}
 
 
 @dataclass
@@ -188,7 +189,9 @@ def embed(dataset: str, data_dir, cache_dir="cache", backbone: str | None = None
     dev = resolve_device(device)
     bb = None
     if data.modality != "features":
-        bb = load_backbone(backbone or loader.default_backbone, weights=weights, random_init=random_init,
+        if backbone is None:
+            backbone = loader.default_backbone if loader.modality == data.modality else DEFAULT_BACKBONE[data.modality]
+        bb = load_backbone(backbone, weights=weights, random_init=random_init,
                            pooling=pooling, max_length=max_length)
         if bb.modality != data.modality:
             raise ValueError(f"backbone {bb.name!r} is a {bb.modality} model but dataset {dataset!r} is {data.modality}")

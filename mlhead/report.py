@@ -220,6 +220,12 @@ def _sort_part(key: str, v: Any) -> tuple:
     return (2, 0, str(v))
 
 
+def _flat_config(config: dict[str, Any]) -> dict[str, Any]:
+    """config with loss_options' keys lifted to the top level (top-level keys win)."""
+    opts = config.get("loss_options") or {}
+    return {**opts, **{k: v for k, v in config.items() if k != "loss_options"}}
+
+
 def _group(records: list[dict], keys: list[str]) -> list[tuple[tuple, list[dict]]]:
     groups: dict[tuple, list[dict]] = {}
     for r in records:
@@ -232,15 +238,18 @@ def _group(records: list[dict], keys: list[str]) -> list[tuple[tuple, list[dict]
         dup = sorted({str(s) for s in seeds if seeds.count(s) > 1})
         if dup:
             same = [r for r in rs if str(r["config"].get("seed")) in dup]
-            allkeys = set().union(*(r["config"] for r in same)) - _PER_RUN_KEYS
+            flat = [_flat_config(r["config"]) for r in same]
+            allkeys = set().union(*flat) - _PER_RUN_KEYS
             differ = sorted(
                 key for key in allkeys
-                if len({json.dumps(r["config"].get(key), sort_keys=True, default=str) for r in same}) > 1
+                if len({json.dumps(f.get(key), sort_keys=True, default=str) for f in flat}) > 1
             )
+            how = (f"they differ in {differ}: add those keys to group_by (e.g. "
+                   f"{'+'.join(keys + differ)!r}) or filter the records"
+                   if differ else "their configs are identical (a copied run?): pass only one")
             raise ValueError(
                 f"row {_row_label(keys, k)!r} has several runs with seed {', '.join(dup)} "
-                f"({', '.join(r['run_dir'] for r in same)}); they differ in {differ or 'nothing'}: add "
-                "those keys to group_by or pass only one of the runs"
+                f"({', '.join(r['run_dir'] for r in same)}); {how}"
             )
     return ordered
 
@@ -576,7 +585,7 @@ def plot_heatmap(
     g = heatmap_grid(records, metric, x=x, y=y, split=split, rule=rule, loss=loss,
                      dataset=dataset, backbone=backbone)
     mean, n = g["mean"], g["n"]
-    fig = _figure(1.2 + 0.9 * len(g["xs"]), 1.2 + 0.6 * len(g["ys"]))
+    fig = _figure(max(5.5, 2.0 + 0.9 * len(g["xs"])), max(3.5, 1.6 + 0.6 * len(g["ys"])))
     ax = fig.add_subplot()
     im = ax.imshow(np.ma.masked_invalid(mean), origin="lower", aspect="auto", cmap="viridis")
     fig.colorbar(im, ax=ax, label=f"{DISPLAY_NAMES.get(metric, metric)} (%)" if metric != "coverage" else metric)
@@ -738,6 +747,10 @@ def plot_learning_curves(
             if c not in h:
                 raise ValueError(f"{paths[k]}: no column {c!r}; has {sorted(h)}")
             ax_m.plot(h["epoch"], h[c], color=color, ls=styles[q % len(styles)], label=f"{name} {c[4:]}")
+    from matplotlib.ticker import MaxNLocator
+
+    for ax in (ax_l, ax_m):
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax_l.set_xlabel("epoch")
     ax_l.set_ylabel("loss")
     ax_l.set_title("train (solid) / val (dashed) loss", fontsize=10)

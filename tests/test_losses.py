@@ -59,6 +59,15 @@ ZS = Z2
 HARD_BATCHES = [(Z1, Y1), (Z2, Y2)]
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny tensors: one intra-op thread is faster and immune to a busy shared machine."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 # --------------------------------------------------------------------------------------------
 # Pure-Python references
 # --------------------------------------------------------------------------------------------
@@ -464,7 +473,8 @@ def test_warp_exact_when_all_or_no_negatives_violate():
     # rank = #neg exactly (whatever the seed); positives far above: rank 0.
     z = T([[-5.0, 3.0, 4.0, 2.0, -6.0], [9.0, 0.0, 1.0, 8.0, -1.0]])
     y = T([[1, 0, 0, 0, 1], [1, 0, 0, 1, 0]])
-    want = ((3 * (9 + 8 + 7)) + (3 * (10 + 9 + 8))) / 2  # row 0; row 1 contributes 0
+    # row 0: i=0 (s=-5) hinges 9+10+8, i=4 (s=-6) hinges 10+11+9, rank 3 each; row 1: no violation
+    want = (3 * (9 + 10 + 8) + 3 * (10 + 11 + 9)) / 2
     for seed in range(4):
         assert build("warp", seed=seed)(z, y).item() == pytest.approx(want)
 
@@ -714,6 +724,9 @@ def test_register_adds_one_class():
 # --------------------------------------------------------------------------------------------
 
 F1_TYPE = {"sigmoidf1", "smooth-f1", "smooth-fbeta", "smooth-jaccard", "zlpr"}
+# unboundedF1's denominator sum(y) + sum(z) has a pole: at lr 0.05 Adam crosses it and the loss
+# jumps (the instability the sigmoidF1 paper reports), so it trains with a smaller step.
+LR = {"unboundedf1": 0.003}
 
 
 def _problem():
@@ -738,7 +751,7 @@ def test_training_reduces_loss(name):
     torch.manual_seed(0)
     head = torch.nn.Linear(16, 5)
     loss = build(name)
-    opt = torch.optim.Adam(head.parameters(), lr=0.05)
+    opt = torch.optim.Adam(head.parameters(), lr=LR.get(name, 0.05))
     with torch.no_grad():
         before = loss(head(X), Y).item()
         f1_before = _macro_f1((head(X) > 0).float(), Y)

@@ -2,7 +2,7 @@
 
 from .base import (DATASETS, DatasetError, DatasetLoader, Example, LoadedDataset, default_data_dir,
                    get_loader, multi_hot, register, split_indices)
-from . import movieposters, table  # noqa: F401  (registration)
+from . import arxiv, movieposters, mulan, reuters, table, voc  # noqa: F401  (registration)
 
 __all__ = ["DATASETS", "DatasetError", "DatasetLoader", "Example", "LoadedDataset", "default_data_dir",
            "get_loader", "multi_hot", "register", "split_indices"]

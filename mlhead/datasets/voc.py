@@ -161,14 +161,13 @@ class Voc2007(DatasetLoader):
                                f"the VOC2007 JPEGs there, or pass labels_only=True to load labels without images "
                                f"(embedding needs the images)")
         skipped: list[dict] = []
-        if source == "xml":
-            sets, pairs, files = self._from_xml(root, main, on_error, skipped)
-        else:
-            sets, pairs, files = self._from_lists(main, on_error, skipped)
-        # sets: {set name or "all": [(id, {class: present-non-difficult bool})]} in list order
+        reader = self._from_xml if source == "xml" else self._from_lists
+        sets, why, files = reader(root, main, on_error, skipped)
+        # sets: {"trainval": rows, "test": rows} or {"all": rows}; row = (id, where, filename, present)
+        # with present = {class: True if a non-difficult object, False if only difficult ones}
         examples: dict[str, list[Example]] = {}
-        ignored: dict[str, list[list[str]]] = {}
-        n_missing = 0
+        ignored: list[list[str]] = []
+        n_missing = n_pairs = 0
         for set_name, rows in sets.items():
             out = []
             for ex_id, where, filename, present in rows:
@@ -177,11 +176,11 @@ class Voc2007(DatasetLoader):
                     n_missing += 1
                     handle_bad_row(on_error, skipped, ex_id, where, DatasetError(f"{where}: image not found: {image}"))
                     continue
-                labels = [c for c in VOC_CLASSES if c in present
-                          and (present[c] or voc_difficult == "positive")]
-                for c in VOC_CLASSES:
-                    if c in present and not present[c] and voc_difficult == "ignore":
-                        ignored.setdefault(set_name, []).append([ex_id, c])
+                difficult_only = [c for c in VOC_CLASSES if present.get(c) is False]
+                n_pairs += len(difficult_only)
+                if voc_difficult == "ignore":
+                    ignored += [[ex_id, c] for c in difficult_only]
+                labels = [c for c in VOC_CLASSES if present.get(c) or (c in present and voc_difficult == "positive")]
                 out.append(Example(id=ex_id, input=str(image), labels=labels, where=where))
                 if not labels_only:
                     files.append(image)
@@ -189,34 +188,26 @@ class Voc2007(DatasetLoader):
         if not any(examples.values()):
             raise DatasetError(f"voc2007: no usable images under {root} ({len(skipped)} skipped)")
         notes = [f"labels from {'XML annotations' if source == 'xml' else 'the official per-class lists'} "
-                 f"in {root}" + (" (labels only: images not checked)" if labels_only else "")]
-        if "all" in examples:
-            why = "missing" if sets.pop("_why", None) is None else "overlapping"
+                 f"in {root}" + (" (labels only: image files not checked)" if labels_only else "")]
+        if why:
             notes.append(f"ImageSets/Main/trainval.txt and test.txt {why}: not a train/test split, so a seeded "
                          f"60/20/20 permutation of all {len(examples['all'])} images is used")
             splits = apply_split(examples["all"], split_seed, split_mode)
             used_mode = split_mode
-            ignored_by_split = _regroup(ignored.get("all", []), splits)
         else:
             train, val = carve_val(examples["trainval"], split_seed)
             splits = {"train": train, "val": val, "test": examples["test"]}
             used_mode = "official"
-            ignored_by_split = _regroup(ignored.get("trainval", []) + ignored.get("test", []), splits)
         for name, exs in splits.items():
-            n = len(exs)
-            card = sum(len(e.labels) for e in exs) / n if n else 0.0
-            notes.append(f"{name}: {n} images, label cardinality {card:.2f}")
-        n_pairs = sum(1 for rows in sets.values() if isinstance(rows, list) for r in rows for v in r[3].values()
-                      if not v)
+            card = sum(len(e.labels) for e in exs) / len(exs) if exs else 0.0
+            notes.append(f"{name}: {len(exs)} images, label cardinality {card:.2f}")
         notes.append(f"{n_pairs} (image, class) pairs with only difficult objects: treated as {voc_difficult}"
                      + (" (stored as 0, listed in options['ignored_pairs'])" if voc_difficult == "ignore" else ""))
         if n_missing:
             notes.append(f"{n_missing} images skipped: file not found")
-        if pairs:
-            notes.append(pairs)
         options = {"voc_difficult": voc_difficult, "labels_only": labels_only, "source": source}
         if voc_difficult == "ignore":
-            options["ignored_pairs"] = ignored_by_split
+            options["ignored_pairs"] = _regroup(ignored, splits)
         return LoadedDataset(
             name=self.name, modality=self.modality, classes=list(VOC_CLASSES), splits=splits,
             files=file_list(files), split_mode=used_mode, split_seed=split_seed, options=options,
@@ -225,26 +216,25 @@ class Voc2007(DatasetLoader):
     # ------------------------------------------------------------------ label sources
 
     @staticmethod
-    def _official_sets(main: Path) -> tuple[dict[str, list[str]] | None, bool]:
-        """(trainval/test id lists when both exist and are disjoint, else None; whether they overlap)."""
-        paths = {s: main / f"{s}.txt" for s in SETS}
-        if not all(p.is_file() for p in paths.values()):
-            return None, False
-        ids = {s: read_id_list(p) for s, p in paths.items()}
-        if set(ids["trainval"]) & set(ids["test"]):
-            return None, True
-        return ids, False
+    def _official_order(main: Path, found: dict[str, list[str]]) -> tuple[dict[str, list[str]], str]:
+        """Id order per set and why there is no official split ("" when there is one).
+        ``found``: ids per set as read from the label source (list order), completing the id lists."""
+        listed = {s: read_id_list(main / f"{s}.txt") for s in SETS if (main / f"{s}.txt").is_file()}
+        order = {s: list(dict.fromkeys(listed.get(s, []) + found.get(s, []))) for s in SETS}
+        if set(order["trainval"]) & set(order["test"]):
+            why = "overlap"
+        elif not (order["trainval"] and order["test"]):
+            why = "missing"
+        else:
+            return order, ""
+        return {"all": list(dict.fromkeys(order["trainval"] + order["test"] + found.get("all", [])))}, why
 
     def _from_xml(self, root: Path, main: Path, on_error: str, skipped: list):
         ann = root / "Annotations"
-        official, overlap = self._official_sets(main)
-        files: list[Path] = []
-        if official is not None:
-            files += [main / f"{s}.txt" for s in SETS]
-            order = official
-        else:
-            listed = [i for s in SETS if (main / f"{s}.txt").is_file() for i in read_id_list(main / f"{s}.txt")]
-            order = {"all": list(dict.fromkeys(listed)) or sorted(p.stem for p in ann.glob("*.xml"))}
+        listed_any = any((main / f"{s}.txt").is_file() for s in SETS)
+        order, why = self._official_order(main, {} if listed_any else
+                                          {"all": sorted(p.stem for p in ann.glob("*.xml"))})
+        files = [main / f"{s}.txt" for s in SETS]
         sets: dict = {}
         for set_name, ids in order.items():
             rows = []
@@ -253,7 +243,7 @@ class Voc2007(DatasetLoader):
                 try:
                     if not path.is_file():
                         raise DatasetError(f"{path}: annotation not found (image {ex_id} is listed in "
-                                           f"ImageSets/Main)")
+                                           f"{main})")
                     filename, present = parse_annotation(path)
                 except DatasetError as e:
                     handle_bad_row(on_error, skipped, ex_id, str(path), e)
@@ -261,52 +251,39 @@ class Voc2007(DatasetLoader):
                 files.append(path)
                 rows.append((ex_id, str(path), filename, present))
             sets[set_name] = rows
-        if overlap:
-            sets["_why"] = "overlap"
-        return sets, "", files
+        return sets, why, files
 
-    def _from_lists(self, main: Path, on_error: str, skipped: list):
+    def _from_lists(self, root: Path, main: Path, on_error: str, skipped: list):
         if not main.is_dir():
             raise DatasetError(f"voc2007: {main} not found (need Annotations/ or the per-class lists)")
-        sets: dict = {}
-        files: list[Path] = []
-        all_ids: dict[str, set] = {}
+        values, errors, files = {}, {}, [main / f"{s}.txt" for s in SETS]
         for set_name in SETS:
-            values, errors, set_files = read_class_lists(main, set_name)
+            vals, errs, set_files = read_class_lists(main, set_name)
             files += set_files
-            bad = {}
-            for ex_id, msg in errors:
-                bad.setdefault(ex_id, msg)
-            order_file = main / f"{set_name}.txt"
-            order = read_id_list(order_file) if order_file.is_file() else list(values)
-            unknown = [i for i in values if i not in set(order)]
-            order += unknown
+            values[set_name] = vals
+            for ex_id, msg in errs:
+                errors.setdefault((set_name, ex_id), msg)
+        order, why = self._official_order(main, {s: list(values[s]) for s in SETS})
+        sets: dict = {}
+        for set_name, ids in order.items():
             rows = []
-            for ex_id in order:
-                where = f"{main}/<class>_{set_name}.txt: image {ex_id}"
-                row = values.get(ex_id, {})
+            for ex_id in ids:
+                src = [s for s in SETS if ex_id in values[s]] if set_name == "all" else [set_name]
+                src = src[0] if src else set_name
+                where = f"{main}/<class>_{src}.txt: image {ex_id}"
+                row = values.get(src, {}).get(ex_id, {})
                 missing = [c for c in VOC_CLASSES if c not in row]
                 try:
-                    if ex_id in bad:
-                        raise DatasetError(bad[ex_id])
+                    if (src, ex_id) in errors:
+                        raise DatasetError(errors[(src, ex_id)])
                     if missing:
                         raise DatasetError(f"{where}: not in the lists of {', '.join(missing)}")
                 except DatasetError as e:
                     handle_bad_row(on_error, skipped, ex_id, where, e)
                     continue
-                present = {c: v == 1 for c, v in row.items() if v != -1}
-                rows.append((ex_id, where, None, present))
+                rows.append((ex_id, where, None, {c: v == 1 for c, v in row.items() if v != -1}))
             sets[set_name] = rows
-            all_ids[set_name] = set(order)
-        if all_ids["trainval"] & all_ids["test"]:
-            merged = list(dict.fromkeys(r for s in SETS for r in sets[s]))
-            seen, rows = set(), []
-            for r in merged:
-                if r[0] not in seen:
-                    seen.add(r[0])
-                    rows.append(r)
-            return {"all": rows, "_why": "overlap"}, "", files
-        return sets, "", files
+        return sets, why, files
 
 
 def _regroup(pairs: list[list[str]], splits: dict[str, list[Example]]) -> dict[str, list[list[str]]]:

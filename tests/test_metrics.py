@@ -1,0 +1,432 @@
+"""mlhead.metrics against scikit-learn called directly and against brute-force loops of ZLPR Eq. 25-30."""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from scipy.special import expit, softmax
+from sklearn.metrics import (
+    accuracy_score,
+    average_precision_score,
+    coverage_error,
+    f1_score,
+    hamming_loss,
+    label_ranking_average_precision_score,
+    label_ranking_loss,
+    precision_recall_fscore_support,
+    precision_score,
+    recall_score,
+)
+
+from mlhead import metrics as M
+
+PCT = {"weighted_f1", "micro_f1", "macro_f1", "macro_precision", "macro_recall", "micro_precision",
+       "micro_recall", "map", "map_binarized", "subset_accuracy", "example_f1", "lrap", "ranking_loss",
+       "hamming_loss"}
+
+
+def _data(seed: int, n: int = 60, c: int = 7, p: float = 0.3, empty_class: bool = False):
+    rng = np.random.default_rng(seed)
+    y = (rng.random((n, c)) < p).astype(np.uint8)
+    z = rng.normal(scale=2.0, size=(n, c)) + 1.5 * y  # informative but imperfect
+    if empty_class:
+        y[:, -1] = 0
+    return z, y
+
+
+# --------------------------------------------------------------------------------------------------
+# brute force: the papers' formulas as plain Python loops (ZLPR Eq. 25-30, Hamming loss, coverage)
+
+
+def bf_subset_accuracy(Y, P):  # Eq. 25
+    return sum(all(Y[i][j] == P[i][j] for j in range(len(Y[i]))) for i in range(len(Y))) / len(Y)
+
+
+def bf_example_f1(Y, P):  # Eq. 26, 0/0 -> 0 (zero_division=0)
+    tot = 0.0
+    for y, p in zip(Y, P):
+        inter = sum(a and b for a, b in zip(y, p))
+        den = sum(y) + sum(p)
+        tot += 2 * inter / den if den else 0.0
+    return tot / len(Y)
+
+
+def bf_macro_micro_f1(Y, P, present_only=True):  # Eq. 27, 28
+    C = len(Y[0])
+    f1s, TP, FP, FN = [], 0, 0, 0
+    for j in range(C):
+        tp = sum(1 for i in range(len(Y)) if Y[i][j] and P[i][j])
+        fp = sum(1 for i in range(len(Y)) if not Y[i][j] and P[i][j])
+        fn = sum(1 for i in range(len(Y)) if Y[i][j] and not P[i][j])
+        TP, FP, FN = TP + tp, FP + fp, FN + fn
+        if present_only and tp + fn == 0:
+            continue
+        f1s.append(2 * tp / (2 * tp + fp + fn) if (2 * tp + fp + fn) else 0.0)
+    micro = 2 * TP / (2 * TP + FP + FN) if (2 * TP + FP + FN) else 0.0
+    return (sum(f1s) / len(f1s) if f1s else math.nan), micro
+
+
+def _rank(s, j):  # r_n(lambda): 1 + number of labels scored strictly higher, ties share the worst rank
+    return sum(1 for v in s if v >= s[j])
+
+
+def bf_lrap(Y, S):  # Eq. 29; all-negative / all-positive rows count 1 (sklearn)
+    tot = 0.0
+    for y, s in zip(Y, S):
+        pos = [j for j in range(len(y)) if y[j]]
+        if len(pos) in (0, len(y)):
+            tot += 1.0
+            continue
+        tot += sum(sum(1 for k in pos if _rank(s, k) <= _rank(s, j)) / _rank(s, j) for j in pos) / len(pos)
+    return tot / len(Y)
+
+
+def bf_ranking_loss(Y, S):  # Eq. 30 normalised by |y| * |not y|; tied pairs are errors
+    tot = 0.0
+    for y, s in zip(Y, S):
+        pos = [j for j in range(len(y)) if y[j]]
+        neg = [j for j in range(len(y)) if not y[j]]
+        if not pos or not neg:
+            continue
+        tot += sum(1 for a in pos for b in neg if s[a] <= s[b]) / (len(pos) * len(neg))
+    return tot / len(Y)
+
+
+def bf_hamming(Y, P):
+    return sum(Y[i][j] != P[i][j] for i in range(len(Y)) for j in range(len(Y[0]))) / (len(Y) * len(Y[0]))
+
+
+def bf_coverage(Y, S):  # labels to go down the ranking to cover every true label; 0 without one
+    tot = 0
+    for y, s in zip(Y, S):
+        pos = [j for j in range(len(y)) if y[j]]
+        if pos:
+            tot += max(_rank(s, j) for j in pos)
+    return tot / len(Y)
+
+
+def check_bruteforce(z, y, out, pred):
+    Y, P, S = y.tolist(), pred.tolist(), z.tolist()
+    assert out["subset_accuracy"] == pytest.approx(100 * bf_subset_accuracy(Y, P), abs=1e-9)
+    assert out["example_f1"] == pytest.approx(100 * bf_example_f1(Y, P), abs=1e-9)
+    macro, micro = bf_macro_micro_f1(Y, P)
+    assert out["micro_f1"] == pytest.approx(100 * micro, abs=1e-9)
+    if math.isnan(macro):
+        assert math.isnan(out["macro_f1"])
+    else:
+        assert out["macro_f1"] == pytest.approx(100 * macro, abs=1e-9)
+    assert out["lrap"] == pytest.approx(100 * bf_lrap(Y, S), abs=1e-9)
+    assert out["ranking_loss"] == pytest.approx(100 * bf_ranking_loss(Y, S), abs=1e-9)
+    assert out["hamming_loss"] == pytest.approx(100 * bf_hamming(Y, P), abs=1e-9)
+    assert out["coverage"] == pytest.approx(bf_coverage(Y, S), abs=1e-9)
+
+
+# --------------------------------------------------------------------------------------------------
+# against scikit-learn
+
+
+RULES = [
+    dict(activation="softmax", threshold=0.05),
+    dict(activation="softmax", threshold=0.2),
+    dict(activation="sigmoid", threshold=0.5),
+    dict(activation="none", threshold=0.0),
+    dict(activation="none", threshold=-0.7),
+    dict(activation="sigmoid", top_k=2),
+]
+
+
+def _manual(z, activation, threshold=None, top_k=None, thresholds=None):
+    s = {"softmax": softmax(z, axis=1), "sigmoid": expit(z), "none": z}[activation]
+    if top_k is not None:
+        pred = np.zeros(z.shape, np.uint8)
+        for i in range(len(z)):
+            pred[i, sorted(range(z.shape[1]), key=lambda j: (-z[i, j], j))[:top_k]] = 1
+        return s, pred
+    t = thresholds if thresholds is not None else threshold
+    return s, (s >= t).astype(np.uint8)
+
+
+@pytest.mark.parametrize("empty_class", [False, True])
+@pytest.mark.parametrize("rule", RULES, ids=lambda r: "-".join(str(v) for v in r.values()))
+@pytest.mark.parametrize("seed", [0, 1])
+def test_every_metric_matches_sklearn(seed, rule, empty_class):
+    z, y = _data(seed, empty_class=empty_class)
+    out = M.evaluate(z, y, **rule)
+    s, pred = _manual(z, **rule)
+    np.testing.assert_array_equal(M.decide(z, **rule), pred)
+    present = np.flatnonzero(y.sum(0) > 0)
+    assert out["n_classes_without_positives"] == y.shape[1] - len(present)
+    exp = {
+        "weighted_f1": f1_score(y, pred, average="weighted", zero_division=0),
+        "micro_f1": f1_score(y, pred, average="micro", zero_division=0),
+        "macro_f1": f1_score(y, pred, average="macro", labels=present, zero_division=0),
+        "macro_precision": precision_score(y, pred, average="macro", labels=present, zero_division=0),
+        "macro_recall": recall_score(y, pred, average="macro", labels=present, zero_division=0),
+        "micro_precision": precision_score(y, pred, average="micro", zero_division=0),
+        "micro_recall": recall_score(y, pred, average="micro", zero_division=0),
+        "map": np.mean([average_precision_score(y[:, j], s[:, j]) for j in present]),
+        "map_binarized": np.mean([average_precision_score(y[:, j], pred[:, j]) for j in present]),
+        "subset_accuracy": accuracy_score(y, pred),
+        "example_f1": f1_score(y, pred, average="samples", zero_division=0),
+        "lrap": label_ranking_average_precision_score(y, s),
+        "ranking_loss": label_ranking_loss(y, s),
+        "hamming_loss": hamming_loss(y, pred),
+    }
+    for k, v in exp.items():
+        assert out[k] == pytest.approx(100 * v, abs=1e-9), k
+        assert 0.0 <= out[k] <= 100.0
+    assert out["coverage"] == pytest.approx(coverage_error(y, s), abs=1e-12)
+    if not empty_class:  # all classes present: exactly sklearn's plain macro average
+        assert out["macro_f1"] == pytest.approx(100 * f1_score(y, pred, average="macro", zero_division=0))
+    check_bruteforce(z, y, out, pred)
+
+
+def test_hand_made_example():
+    y = np.array([[1, 0, 1], [0, 1, 0]])
+    z = np.array([[2.0, 1.0, -1.0], [-1.0, 3.0, -2.0]])  # sigmoid>=0.5 -> [[1,1,0],[0,1,0]]
+    out = M.evaluate(z, y, activation="sigmoid", threshold=0.5)
+    np.testing.assert_array_equal(M.decide(z, "sigmoid", 0.5), [[1, 1, 0], [0, 1, 0]])
+    assert out["subset_accuracy"] == pytest.approx(50.0)
+    assert out["hamming_loss"] == pytest.approx(100 * 2 / 6)
+    assert out["example_f1"] == pytest.approx(100 * (0.5 + 1.0) / 2)
+    assert out["micro_f1"] == pytest.approx(100 * 4 / 6)
+    assert out["macro_f1"] == pytest.approx(100 * (1 + 2 / 3 + 0) / 3)
+    assert out["macro_precision"] == pytest.approx(100 * (1 + 0.5 + 0) / 3)
+    assert out["lrap"] == pytest.approx(100 * ((1 + 2 / 3) / 2 + 1) / 2)
+    assert out["ranking_loss"] == pytest.approx(25.0)
+    assert out["coverage"] == pytest.approx((3 + 1) / 2)  # row 1 needs all 3 labels, row 2 only its top one
+    assert out["predicted_cardinality"] == pytest.approx(1.5)
+    assert out["label_cardinality"] == pytest.approx(1.5)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.integers(1, 6).flatmap(lambda n: st.integers(2, 5).flatmap(lambda c: st.tuples(
+        st.lists(st.lists(st.integers(-2, 2), min_size=c, max_size=c), min_size=n, max_size=n),
+        st.lists(st.lists(st.integers(0, 1), min_size=c, max_size=c), min_size=n, max_size=n),
+    ))),
+    st.sampled_from(RULES),
+)
+def test_zlpr_formulas_bruteforce_with_ties(data, rule):
+    """Integer logits force ties; empty and full label rows and empty classes occur."""
+    z, y = np.array(data[0], float), np.array(data[1], np.uint8)
+    if rule.get("top_k", 0) > z.shape[1]:
+        return
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        out = M.evaluate(z, y, **rule)
+    check_bruteforce(z, y, out, M.decide(z, **rule))
+
+
+def test_per_class_matches_sklearn():
+    z, y = _data(3, empty_class=True)
+    rule = M.DecisionRule("softmax", 0.1)
+    rows = M.per_class(z, y, rule, [f"c{j}" for j in range(7)])
+    pred = (softmax(z, axis=1) >= 0.1).astype(int)
+    p, r, f, sup = precision_recall_fscore_support(y, pred, average=None, zero_division=0)
+    for j, row in enumerate(rows):
+        assert row["class"] == f"c{j}"
+        assert row["support"] == sup[j] and row["n_predicted"] == pred[:, j].sum()
+        assert (row["precision"], row["recall"], row["f1"]) == pytest.approx((100 * p[j], 100 * r[j], 100 * f[j]))
+        if sup[j]:
+            assert row["ap"] == pytest.approx(100 * average_precision_score(y[:, j], softmax(z, axis=1)[:, j]))
+    assert math.isnan(rows[-1]["ap"])
+    out = M.evaluate(z, y, "softmax", 0.1)
+    assert out["macro_f1"] == pytest.approx(np.mean([r_["f1"] for r_ in rows if r_["support"]]))
+    assert out["map"] == pytest.approx(np.nanmean([r_["ap"] for r_ in rows]))
+
+
+def test_torch_input_equals_numpy():
+    z, y = _data(4)
+    a = M.evaluate(z, y, "sigmoid", 0.5)
+    b = M.evaluate(torch.tensor(z), torch.tensor(y, dtype=torch.bool), "sigmoid", 0.5)
+    assert a == b
+
+
+def test_map_uses_order_without_saturation_ties():
+    # sigmoid(40) and sigmoid(45) are both 1.0 in float64; the logits still order them.
+    z = np.array([[40.0, 0.0], [45.0, 0.0], [38.0, 1.0], [-3.0, 2.0]])
+    y = np.array([[0, 1], [1, 0], [0, 1], [1, 1]])
+    out = M.evaluate(z, y, "sigmoid", 0.5)
+    exp = np.mean([average_precision_score(y[:, j], z[:, j]) for j in range(2)])
+    assert out["map"] == pytest.approx(100 * exp)
+    assert out["map"] == M.evaluate(z, y, "none", 0.0)["map"]
+
+
+# --------------------------------------------------------------------------------------------------
+# degenerate cases
+
+
+def test_no_label_predicted():
+    z, y = _data(5)
+    y[0] = 0  # an example without labels: exact match when nothing is predicted
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        out = M.evaluate(z, y, "softmax", 1.0)  # no softmax score reaches 1 with C = 7
+    for k in ("weighted_f1", "micro_f1", "macro_f1", "macro_precision", "macro_recall", "example_f1",
+              "micro_precision", "micro_recall"):
+        assert out[k] == 0.0, k
+    assert out["n_examples_without_predictions"] == len(z)
+    assert out["subset_accuracy"] == pytest.approx(100 * (y.sum(1) == 0).mean())
+    assert out["hamming_loss"] == pytest.approx(100 * y.mean())
+    assert out["map_binarized"] == pytest.approx(100 * y.mean(0).mean())  # AP of a constant = prevalence
+    assert out["map"] > 0
+
+
+def test_class_without_positives_excluded_from_macro_only():
+    z, y = _data(6, empty_class=True)
+    base = M.evaluate(z, y, "sigmoid", 0.5)
+    z2 = z.copy()
+    z2[:, -1] = 10.0  # now every example predicts the empty class: pure false positives
+    moved = M.evaluate(z2, y, "sigmoid", 0.5)
+    for k in ("macro_f1", "macro_precision", "macro_recall", "weighted_f1"):
+        assert moved[k] == pytest.approx(base[k]), k
+    assert moved["micro_f1"] < base["micro_f1"]
+    assert moved["hamming_loss"] > base["hamming_loss"]
+    assert base["n_classes_without_positives"] == 1
+
+
+def test_no_positive_anywhere():
+    z = np.random.default_rng(7).normal(size=(5, 4))
+    y = np.zeros((5, 4), np.uint8)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        out = M.evaluate(z, y, "sigmoid", 0.5)
+    for k in ("macro_f1", "macro_precision", "macro_recall", "weighted_f1", "map", "map_binarized"):
+        assert math.isnan(out[k]), k
+    assert out["lrap"] == 100.0 and out["ranking_loss"] == 0.0 and out["coverage"] == 0.0
+    assert out["n_classes_without_positives"] == 4 and out["n_examples_without_positives"] == 5
+
+
+@pytest.mark.parametrize("rule", RULES[:4], ids=str)
+def test_single_example(rule):
+    z = np.array([[0.3, -1.0, 2.0, 0.1]])
+    y = np.array([[1, 0, 1, 0]])
+    out = M.evaluate(z, y, **rule)
+    check_bruteforce(z, y, out, M.decide(z, **rule))
+    assert out["n_classes_without_positives"] == 2 and out["n_examples"] == 1
+
+
+# --------------------------------------------------------------------------------------------------
+# decision rules
+
+
+def test_softmax_005_and_sigmoid_05_differ_and_are_named():
+    z = np.full((3, 10), -1.0)  # softmax 0.1 each >= 0.05 ; sigmoid(-1) = 0.27 < 0.5
+    z[1, 0] = 2.0
+    y = np.zeros((3, 10), np.uint8)
+    y[:, 0] = 1
+    r1, r2 = M.DecisionRule("softmax", 0.05), M.DecisionRule("sigmoid", 0.5)
+    p1, p2 = r1.decide(z), r2.decide(z)
+    assert not np.array_equal(p1, p2)
+    assert p1[0].sum() == 10 and p2[0].sum() == 0
+    assert r1.name == "softmax>=0.05" and r2.name == "sigmoid>=0.5"
+    assert r1.to_dict()["name"] != r2.to_dict()["name"]
+    assert r1.evaluate(z, y) != r2.evaluate(z, y)
+    assert r1.evaluate(z, y) == M.evaluate(z, y, "softmax", 0.05)
+
+
+def test_rule_names_and_roundtrip():
+    z, y = _data(8)
+    rules = [M.DecisionRule(), M.DecisionRule("sigmoid", 0.5), M.DecisionRule("none", 0),
+             M.DecisionRule("softmax", top_k=3), M.tuned_rule(z, y, "sigmoid")]
+    names = [r.name for r in rules]
+    assert names == ["softmax>=0.05", "sigmoid>=0.5", "logit>=0", "top-3 (softmax)",
+                     "per-class tuned on val (sigmoid)"]
+    assert [r.slug for r in rules] == ["softmax-ge-0.05", "sigmoid-ge-0.5", "logit-ge-0", "top-3-softmax",
+                                       "per-class-tuned-on-val-sigmoid"]
+    for r in rules:
+        back = M.DecisionRule.from_dict(r.to_dict())
+        assert back == r and back.name == r.name
+        np.testing.assert_array_equal(back.decide(z), r.decide(z))
+    assert M.DecisionRule("softmax", top_k=3).threshold is None
+
+
+def test_none_threshold_zero_is_greater_or_equal():
+    z = np.array([[0.0, -1e-12, 1e-12]])
+    np.testing.assert_array_equal(M.decide(z, "none", 0.0), [[1, 0, 1]])
+
+
+@pytest.mark.parametrize("k", [1, 2, 5])
+def test_top_k_exactly_k(k):
+    z, _ = _data(9, c=5)
+    z[0] = 0.0  # full tie: lower class indices win
+    pred = M.decide(z, "softmax", top_k=k)
+    assert (pred.sum(axis=1) == k).all()
+    np.testing.assert_array_equal(pred[0], [1] * k + [0] * (5 - k))
+    order = np.argsort(-z[1:], axis=1)[:, :k]
+    assert all(pred[1 + i, order[i]].all() for i in range(len(order)))
+
+
+def test_tune_thresholds_beats_or_equals_global():
+    z, y = _data(10, n=200, c=6, empty_class=True)
+    for act, glob in (("softmax", 0.05), ("sigmoid", 0.5), ("none", 0.0)):
+        th = M.tune_thresholds(z, y, act, glob)
+        assert th.shape == (6,) and th.dtype == np.float64
+        assert th[-1] == glob  # no val positives: keeps the global threshold
+        f_glob = [r["f1"] for r in M.per_class(z, y, M.DecisionRule(act, glob))]
+        f_tuned = [r["f1"] for r in M.per_class(z, y, M.DecisionRule(act, glob, thresholds=th))]
+        assert all(t >= g - 1e-9 for t, g in zip(f_tuned, f_glob)), (act, f_tuned, f_glob)
+        assert sum(f_tuned) > sum(f_glob)
+        # and it is the optimum: no single distinct score does better for any class
+        s = M.scores(z, act)
+        for j in range(5):
+            best = max(f1_score(y[:, j], s[:, j] >= c, zero_division=0) for c in np.unique(s[:, j]))
+            assert f_tuned[j] == pytest.approx(100 * best)
+
+
+# --------------------------------------------------------------------------------------------------
+# validation
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(activation="relu"), "activation"),
+    (dict(activation="softmax", threshold=0.0), "threshold"),
+    (dict(activation="sigmoid", threshold=1.5), "threshold"),
+    (dict(activation="sigmoid", threshold=float("nan")), "threshold"),
+    (dict(top_k=0), "top_k"),
+    (dict(top_k=8), "top_k"),
+    (dict(top_k=2.5), "top_k"),
+    (dict(thresholds=[0.5] * 3), "thresholds"),
+    (dict(activation="sigmoid", thresholds=[1.5] * 7), "thresholds"),
+    (dict(top_k=2, thresholds=[0.5] * 7), "top_k and thresholds"),
+])
+def test_invalid_rules_raise(kwargs, match):
+    z, y = _data(11)
+    with pytest.raises(ValueError, match=match):
+        M.evaluate(z, y, **kwargs)
+
+
+def test_invalid_inputs_raise():
+    z, y = _data(12)
+    with pytest.raises(ValueError, match="targets shape"):
+        M.evaluate(z, y[:, :3])
+    with pytest.raises(ValueError, match="targets shape"):
+        M.evaluate(z, y[:-1])
+    bad = z.copy()
+    bad[3, 2] = np.nan
+    with pytest.raises(ValueError, match="logits contain NaN"):
+        M.evaluate(bad, y)
+    with pytest.raises(ValueError, match="targets must contain only 0 and 1"):
+        M.evaluate(z, y * 0.5)
+    with pytest.raises(ValueError, match="logits must be 2-D"):
+        M.evaluate(z[0], y[0])
+    with pytest.raises(ValueError, match="class_names"):
+        M.per_class(z, y, M.DecisionRule(), ["a"])
+    with pytest.raises(ValueError, match="activation"):
+        M.scores(z, "tanh")
+
+
+def test_policy_is_stated():
+    for phrase in ("score_j >= t", "zero_division=0", "n_classes_without_positives", "coverage", "percent"):
+        assert phrase in M.POLICY
+    assert M.POLICY in M.__doc__ and M.DOCS is M.POLICY
+    assert {"ranking_loss", "hamming_loss", "coverage"} == set(M.LOWER_IS_BETTER)
+    z, y = _data(13)
+    assert set(M.evaluate(z, y)) == set(M.METRIC_DOCS)
