@@ -408,7 +408,8 @@ def _masked_logsumexp(x: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
     has_any = mask.any(-1)
     neg_inf = torch.tensor(float("-inf"), dtype=x.dtype, device=x.device)
     xm = torch.where(mask, x, neg_inf)
-    # Rows without any element would give -inf and NaN gradients: give them zeros instead.
+    # Defensive: rows without any element would be all -inf (lse -inf, NaN in its backward);
+    # give them zeros so every intermediate stays finite (their result is masked below).
     xm = torch.where(has_any.unsqueeze(-1), xm, torch.zeros((), dtype=x.dtype, device=x.device))
     lse = torch.logsumexp(xm, dim=-1)
     return torch.where(has_any, lse, torch.zeros((), dtype=x.dtype, device=x.device)), has_any
