@@ -619,6 +619,8 @@ class ZLPRLoss(Loss):
     """
 
     SOURCE = "ZLPR paper Eq. 1 (hard labels) and Eq. 31 (soft labels); decision rule logit > 0"
+    #: the rule the paper pairs with this loss (stored in run configs as ``suggested_rule``)
+    DECISION_RULE: ClassVar[dict] = {"activation": "none", "threshold": 0.0}
     REDUCTION = "mean over batch (per-example Eq. 1 already sums over classes)"
 
     def _loss(self, z: Tensor, y: Tensor) -> Tensor:
