@@ -224,7 +224,7 @@ class Arxiv2020(DatasetLoader):
         records = _json_records(path) if _is_json(path) else _csv_records(path)
         examples, skipped, seen_ids, seen_text = [], [], set(), {}
         n_dup_text = n_dropped = n_float_ids = 0
-        for n, (where, row) in enumerate(records):
+        for n, (where, row) in enumerate(_decoded(records, path)):
             raw_id = row.get("id") if fmt == METADATA else None
             ex_id = str(raw_id).strip() if raw_id not in (None, "") else str(n)
             try:
@@ -266,6 +266,14 @@ class Arxiv2020(DatasetLoader):
             splits=apply_split(examples, split_seed, split_mode), files=file_list([path]),
             split_mode=split_mode, split_seed=split_seed,
             options={"file": path.name, "format": fmt, "dedupe": dedupe}, notes=notes, skipped=skipped)
+
+
+def _decoded(records: Iterator, path: Path) -> Iterator:
+    """``records``, with a UTF-8 decoding error turned into a DatasetError naming the file."""
+    try:
+        yield from records
+    except UnicodeDecodeError as e:
+        raise DatasetError(f"{path}: not UTF-8 ({e.reason} at byte {e.start})") from None
 
 
 def _str(value) -> str:

@@ -58,6 +58,8 @@ class LoadedDataset:
     notes: list[str] = field(default_factory=list)
     skipped: list[dict] = field(default_factory=list)
     features: dict | None = None
+    #: folder name under the cache dir (default: ``name``); e.g. "mulan-emotions"
+    cache_name: str | None = None
 
     def multi_hot(self, split: str) -> np.ndarray:
         """Labels of ``split`` as a multi-hot uint8 array N x C (column order = ``classes``)."""

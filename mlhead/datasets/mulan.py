@@ -371,7 +371,8 @@ class Mulan(DatasetLoader):
             name=self.name, modality=self.modality, classes=label_names, splits=splits,
             files=file_list([xml, *parts.values()]),
             split_mode="official" if "all" not in parts else split_mode, split_seed=split_seed,
-            options={"name": folder.name, "nominal": nominal}, notes=notes, skipped=skipped, features=features)
+            options={"name": folder.name, "nominal": nominal}, notes=notes, skipped=skipped, features=features,
+            cache_name=f"{self.name}-{folder.name}")
 
     @staticmethod
     def _label_columns(arff: Arff, label_names: list[str], xml: Path) -> tuple[list[int], list[int | None]]:

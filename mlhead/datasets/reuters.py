@@ -64,8 +64,9 @@ class Reuters21578(DatasetLoader):
     document (90 on the real data). Topics outside those classes are removed from a document's
     label set, and a document left with no class is dropped (on the real data: 7,775 train and
     3,019 test documents have >= 1 topic; after the class filter 7,770 train and 3,019 test remain:
-    5 train documents carry only topics that never occur in test; 59 documents lose some topics). Val is carved from the filtered
-    train set by a seeded 20 % permutation (``--split-seed``); test is the ModApte test set.
+    5 train documents carry only topics that never occur in test; 59 kept documents lose some
+    topics). Val is carved from the filtered train set by a seeded 20 % permutation
+    (``--split-seed``); test is the ModApte test set.
     ``--split-mode`` does not apply (the split is fixed). The notes give all the counts.
 
     Not in the sigmoidF1 paper; a standard small real multilabel text benchmark.

@@ -52,9 +52,9 @@ def parse_annotation(path: Path) -> tuple[str | None, dict[str, bool]]:
     return filename, present
 
 
-def read_class_lists(main: Path, image_set: str) -> tuple[dict[str, dict[str, int]], list[str], list[Path]]:
+def read_class_lists(main: Path, image_set: str) -> tuple[dict[str, dict[str, int]], list[tuple[str, str]], list[Path]]:
     """The official per-class lists ``<class>_<image_set>.txt`` ("<id> <1|-1|0>"): ({id: {class: value}},
-    errors as 'file:line: message', the files). Raises DatasetError if a class file is missing."""
+    errors as (id, "file:line: message"), the files). Raises DatasetError if a class file is missing."""
     values: dict[str, dict[str, int]] = {}
     errors, files = [], []
     for cls in VOC_CLASSES:
@@ -263,7 +263,8 @@ class Voc2007(DatasetLoader):
             values[set_name] = vals
             for ex_id, msg in errs:
                 errors.setdefault((set_name, ex_id), msg)
-        order, why = self._official_order(main, {s: list(values[s]) for s in SETS})
+        found = {s: list(values[s]) + [i for (t, i) in errors if t == s] for s in SETS}
+        order, why = self._official_order(main, found)
         sets: dict = {}
         for set_name, ids in order.items():
             rows = []
