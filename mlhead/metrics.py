@@ -28,8 +28,9 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 from scipy.special import expit, log_softmax, softmax
@@ -188,7 +189,7 @@ def _check_activation(activation: str) -> str:
 
 def _check_threshold(threshold: Any, activation: str) -> float:
     if isinstance(threshold, bool) or not isinstance(threshold, (int, float, np.integer, np.floating)):
-        raise ValueError(f"threshold must be a real number, got {threshold!r}")
+        raise ValueError(f"threshold must be a real number, got {threshold!r}")  # noqa: TRY004
     t = float(threshold)
     if not math.isfinite(t):
         raise ValueError(f"threshold must be finite, got {t}")
@@ -213,7 +214,7 @@ def _check_thresholds(thresholds: Any, activation: str) -> np.ndarray:
 
 def _check_top_k(top_k: Any) -> int:
     if isinstance(top_k, bool) or not isinstance(top_k, (int, np.integer)):
-        raise ValueError(f"top_k must be a positive integer, got {top_k!r}")
+        raise ValueError(f"top_k must be a positive integer, got {top_k!r}")  # noqa: TRY004
     if top_k < 1:
         raise ValueError(f"top_k must be >= 1, got {top_k}")
     return int(top_k)
@@ -293,7 +294,7 @@ class DecisionRule:
         }
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "DecisionRule":
+    def from_dict(cls, d: dict[str, Any]) -> DecisionRule:
         """Inverse of :meth:`to_dict` (``name`` is recomputed, not read)."""
         return cls(
             activation=d.get("activation", "softmax"),
@@ -504,7 +505,7 @@ def per_class(
     Raises ValueError like :func:`evaluate`, or if ``len(class_names) != C``.
     """
     if not isinstance(rule, DecisionRule):
-        raise ValueError(f"rule must be a DecisionRule, got {type(rule).__name__}")
+        raise ValueError(f"rule must be a DecisionRule, got {type(rule).__name__}")  # noqa: TRY004
     z = _as_logits(logits)
     y = _as_targets(targets, z.shape)
     c = z.shape[1]

@@ -23,9 +23,10 @@ import csv
 import json
 import math
 import os
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -119,7 +120,7 @@ def collect(paths: str | os.PathLike | Iterable[str | os.PathLike]) -> list[dict
     for run in sorted({d.resolve() for d in run_dirs}):
         config = _read_json(run / "config.json")
         if not isinstance(config, dict):
-            raise ValueError(f"{run / 'config.json'}: expected a JSON object")
+            raise ValueError(f"{run / 'config.json'}: expected a JSON object")  # noqa: TRY004
         files = sorted((run / "eval").glob("*.json")) if (run / "eval").is_dir() else []
         if not files and (run / "metrics.json").is_file():
             files = [run / "metrics.json"]

@@ -135,7 +135,8 @@ def test_table2_exports(table_root, tmp_path):
         assert s in tex, s
     assert tex.count(r"\textbf") == 5
     path = t.to_csv(tmp_path / "out" / "table2.csv")
-    rows = list(csv.DictReader(open(path)))
+    with open(path, newline="") as fh:
+        rows = list(csv.DictReader(fh))
     assert [r["loss"] for r in rows] == t.rows
     for i, r in enumerate(rows):
         assert r["n"] == "3" and r["seeds"] == "0;1;2" and r["rule"] == "softmax>=0.05"
