@@ -181,32 +181,41 @@ def embed(dataset, data_dir, cache_dir, output, backbone, weights, random_init, 
 # ------------------------------------------------------------------------------------------- fit
 
 
-@main.command()
-@click.option("--cache", "cache_path", type=click.Path(path_type=Path), default=None,
-              help="cache file [default: the newest under --cache-dir]")
-@click.option("--cache-dir", type=click.Path(path_type=Path), default=Path("cache"), show_default=True)
-@click.option("--loss", default="sigmoidf1", show_default=True, help="loss name(s), comma-separated (see `mlhead losses`)")
-@click.option("--seed", default="0", show_default=True, help="seed(s), comma-separated")
-@click.option("--lr", default="1e-3", show_default=True, help="Adam learning rate(s), comma-separated")
-@click.option("--beta", default=None, help="sigmoidF1/smooth-*: slope(s) beta > 0, comma-separated")
-@click.option("--eta", default=None, help="sigmoidF1/smooth-*: offset(s) eta, comma-separated")
-@click.option("--presigmoid", is_flag=True, help="sigmoidF1: reproduce the paper's code (sigmoid before S)")
-@click.option("--loss-option", "-O", "loss_options", multiple=True,
-              help="other loss option KEY=VALUE[,VALUE...] (e.g. -O gamma=2 -O average=micro)")
-@click.option("--epochs", type=int, default=100, show_default=True)
-@click.option("--batch-size", type=int, default=256, show_default=True)
-@click.option("--hidden", type=int, default=1024, show_default=True, help="hidden width; 0 = linear probe")
-@click.option("--precision", type=click.Choice(["auto", "fp32", "bf16", "fp16"]), default="auto", show_default=True)
-@click.option("--select", type=click.Choice(["val_loss", "val_micro_f1", "val_macro_f1"]), default="val_loss",
-              show_default=True, help="criterion for the best epoch")
-@click.option("--device", default=None)
-@click.option("--runs-dir", type=click.Path(path_type=Path), default=Path("runs"), show_default=True)
-@friendly
-def fit(cache_path, cache_dir, loss, seed, lr, beta, eta, presigmoid, loss_options, epochs, batch_size, hidden,
-        precision, select, device, runs_dir):
-    """Stage two: train the head(s) on cached embeddings; lists of losses/seeds/options train at once."""
+def _grid_options(fn):
+    """Options shared by `fit` and `sweep`: the cache, the grid (lists) and the training setup."""
+    opts = [
+        click.option("--cache", "cache_path", type=click.Path(path_type=Path), default=None,
+                     help="cache file [default: the newest under --cache-dir]"),
+        click.option("--cache-dir", type=click.Path(path_type=Path), default=Path("cache"), show_default=True),
+        click.option("--loss", default="sigmoidf1", show_default=True,
+                     help="loss name(s), comma-separated (see `mlhead losses`)"),
+        click.option("--seed", default="0", show_default=True, help="seed(s), comma-separated"),
+        click.option("--lr", default="1e-3", show_default=True, help="Adam learning rate(s), comma-separated"),
+        click.option("--beta", default=None, help="sigmoidF1/smooth-*: slope(s) beta > 0, comma-separated"),
+        click.option("--eta", default=None, help="sigmoidF1/smooth-*: offset(s) eta, comma-separated"),
+        click.option("--presigmoid", is_flag=True, help="sigmoidF1: reproduce the paper's code (sigmoid before S)"),
+        click.option("--loss-option", "-O", "loss_options", multiple=True,
+                     help="other loss option KEY=VALUE[,VALUE...] (e.g. -O gamma=2 -O average=micro)"),
+        click.option("--epochs", type=int, default=100, show_default=True),
+        click.option("--batch-size", type=int, default=256, show_default=True),
+        click.option("--hidden", type=int, default=1024, show_default=True, help="hidden width; 0 = linear probe"),
+        click.option("--precision", type=click.Choice(["auto", "fp32", "bf16", "fp16"]), default="auto",
+                     show_default=True),
+        click.option("--select", type=click.Choice(["val_loss", "val_micro_f1", "val_macro_f1"]), default="val_loss",
+                     show_default=True, help="criterion for the best epoch"),
+        click.option("--device", default=None),
+        click.option("--runs-dir", type=click.Path(path_type=Path), default=Path("runs"), show_default=True),
+    ]
+    for o in reversed(opts):
+        fn = o(fn)
+    return fn
+
+
+def _grid(cache_path, cache_dir, loss, seed, lr, beta, eta, presigmoid, loss_options, epochs, batch_size, hidden,
+          precision, select, device):
+    """(cache path, run specs, FitConfig) from the shared grid options."""
     from .cache import latest_cache
-    from .train import FitConfig, expand_grid, fit as run_fit
+    from .train import FitConfig, expand_grid
 
     options = {}
     if beta is not None:
@@ -221,21 +230,65 @@ def fit(cache_path, cache_dir, loss, seed, lr, beta, eta, presigmoid, loss_optio
         k, v = item.split("=", 1)
         options[k.strip().replace("-", "_")] = _split_list(v)
     specs = expand_grid(_split_list(loss), _split_list(seed, int), _split_list(lr, float), options)
-    cache_path = cache_path or latest_cache(cache_dir)
     cfg = FitConfig(epochs=epochs, batch_size=batch_size, hidden=hidden, precision=precision, device=device,
                     select=select)
+    return cache_path or latest_cache(cache_dir), specs, cfg
+
+
+def _epoch_bar(bar: Progress, epochs: int, n_runs: int):
+    task = bar.add_task("fit", total=epochs, rate="")
+    return lambda e, n: bar.update(task, completed=e, rate=f"{n_runs} run(s)")
+
+
+@main.command()
+@_grid_options
+@friendly
+def fit(runs_dir, **grid):
+    """Stage two: train the head(s) on cached embeddings; lists of losses/seeds/options train at once."""
+    from .train import fit as run_fit
+
+    cache_path, specs, cfg = _grid(**grid)
     console.print(f"fitting {len(specs)} run(s) on [bold]{cache_path}[/]")
     with _progress("epochs") as bar:
-        task = bar.add_task("fit", total=epochs, rate="")
-        records = run_fit(cache_path, specs, cfg, runs_dir,
-                          progress=lambda e, n: bar.update(task, completed=e, rate=f"{len(specs)} run(s)"))
+        records = run_fit(cache_path, specs, cfg, runs_dir, progress=_epoch_bar(bar, cfg.epochs, len(specs)))
     t = Table(title=f"{len(records)} run(s) ({records[0].config['precision']}, "
                     f"{records[0].config['train_seconds']:.1f} s)")
-    for col in ("run", "best epoch", f"best {select}"):
+    for col in ("run", "best epoch", f"best {cfg.select}"):
         t.add_column(col)
     for r in records:
         t.add_row(str(r.path), str(r.config["best_epoch"]), f"{r.config['best_value']:.4f}")
     console.print(t)
+
+
+@main.command()
+@_grid_options
+@click.option("--activation", type=click.Choice(["softmax", "sigmoid", "none"]), default="softmax", show_default=True)
+@click.option("--threshold", default=None, help="threshold(s), comma-separated; each is evaluated [activation default]")
+@click.option("--split", default="test", show_default=True)
+@click.option("--group-by", default=None, help="report rows [loss, or loss+beta+eta when a beta/eta grid is given]")
+@click.option("--ray", "ray_address", default=None, is_flag=False, flag_value="auto",
+              help="spread grid cells over a Ray cluster (ADDRESS, or no value for a local Ray)")
+@friendly
+def sweep(runs_dir, activation, threshold, split, group_by, ray_address, **grid):
+    """Fit a grid (losses x seeds x options) as stacked heads, evaluate every run, print the Table-2 report."""
+    from . import report as R
+    from .sweep import Rule, sweep as run_sweep
+
+    cache_path, specs, cfg = _grid(**grid)
+    thresholds = _split_list(threshold, float) or [None]
+    rules = [Rule(activation, t) for t in thresholds]
+    console.print(f"sweep: {len(specs)} run(s) x {len(rules)} rule(s) on [bold]{cache_path}[/]")
+    if ray_address:
+        from .distributed import ray_sweep
+        results = ray_sweep(cache_path, specs, cfg, runs_dir, rules, split, address=ray_address)
+    else:
+        with _progress("epochs") as bar:
+            results = run_sweep(cache_path, specs, cfg, runs_dir, rules, split,
+                                progress=_epoch_bar(bar, cfg.epochs, len(specs)))
+    multi = [k for k in ("beta", "eta") if grid.get(k) and len(_split_list(grid[k])) > 1]
+    records = R.collect(sorted({r["run_dir"] for r in results}))
+    for rule in dict.fromkeys(r["rule_name"] for r in records):
+        console.print(R.table2(records, split=split, rule=rule, group_by=group_by or "+".join(["loss", *multi])).to_rich())
 
 
 # ------------------------------------------------------------------------------------------ eval
@@ -293,6 +346,64 @@ def eval_(run_dir, runs_dir, all_runs, split, activation, threshold, top_k, tune
                 t.add_row(*(f"{v:.2f}" if isinstance(v, float) else str(v) for v in row.values()))
             console.print(t)
         console.print(f"wrote {doc['path']}")
+
+
+# ---------------------------------------------------------------------------------------- report
+
+
+@main.command()
+@click.argument("runs", nargs=-1, type=click.Path(path_type=Path))
+@click.option("--split", default="test", show_default=True)
+@click.option("--rule", default=None, help="decision rule name, e.g. 'softmax>=0.05' [required if runs mix rules]")
+@click.option("--group-by", default="loss", show_default=True, help="row key(s), e.g. loss or loss+beta+eta")
+@click.option("--metrics", "metric_list", default=None,
+              help="columns [weighted_f1,micro_f1,macro_f1,macro_precision,map]")
+@click.option("--dataset", default=None, help="keep only runs of this dataset")
+@click.option("--backbone", default=None, help="keep only runs of this backbone")
+@click.option("--out-dir", type=click.Path(path_type=Path), default=None,
+              help="write table2.md, table2.tex, table2.csv (and plots) here")
+@click.option("--heatmap", "heatmap_metric", default=None, help="Figure-3 beta x eta heatmap of this metric")
+@click.option("--heatmap-loss", default="sigmoidf1", show_default=True)
+@click.option("--learning-curves", is_flag=True, help="plot learning curves from history.csv")
+@click.option("--per-class", "per_class_run", type=click.Path(path_type=Path), default=None,
+              help="per-class F1 bars and PR curves of this run (its latest evaluation)")
+@friendly
+def report(runs, split, rule, group_by, metric_list, dataset, backbone, out_dir, heatmap_metric, heatmap_loss,
+           learning_curves, per_class_run):
+    """Aggregate evaluated runs into a Table-2-shaped table (mean +- std over seeds, best in bold)."""
+    from . import report as R
+
+    records = R.collect(list(runs) or [Path("runs")])
+    kw = {"metrics": _split_list(metric_list)} if metric_list else {}
+    table = R.table2(records, split=split, rule=rule, group_by=group_by, dataset=dataset, backbone=backbone, **kw)
+    console.print(table.to_rich())
+    written = []
+    if out_dir:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        for name, text in (("table2.md", table.to_markdown()), ("table2.tex", table.to_latex())):
+            (out_dir / name).write_text(text)
+            written.append(out_dir / name)
+        table.to_csv(out_dir / "table2.csv")
+        written.append(out_dir / "table2.csv")
+    plots = out_dir or Path(".")
+    if heatmap_metric:
+        written += R.plot_heatmap(records, heatmap_metric, plots / f"heatmap_{heatmap_metric}", split=split,
+                                  rule=rule or table.rule, loss=heatmap_loss, dataset=dataset, backbone=backbone)
+    if learning_curves:
+        hist = sorted({Path(r["run_dir"]) / "history.csv" for r in records})
+        written += R.plot_learning_curves([h for h in hist if h.exists()], plots / "learning_curves")
+    if per_class_run:
+        from .runs import load_config, predict
+        from .metrics import DecisionRule, per_class, scores
+
+        doc = json.loads((per_class_run / "metrics.json").read_text())
+        logits, targets, _, cfg = predict(per_class_run, doc["split"])
+        rows = per_class(logits, targets, DecisionRule.from_dict(doc["rule"]), cfg["classes"])
+        written += R.plot_per_class_f1(rows, plots / "per_class_f1")
+        written += R.plot_pr_curves(scores(logits, doc["rule"]["activation"]), targets, cfg["classes"],
+                                    plots / "pr_curves")
+    for p in written:
+        console.print(f"wrote {p}")
 
 
 # ------------------------------------------------------------------------------------ catalogues

@@ -1,0 +1,59 @@
+"""Grids of runs: fit many heads at once, evaluate each under one or more decision rules.
+
+A *cell* is a set of runs fitted together as stacked heads (one :func:`mlhead.train.fit` call). A
+local sweep is a single cell; ``mlhead.distributed`` spreads cells over a Ray cluster. Either way
+every run gets its own run directory and evaluation files, so ``mlhead report`` reads them alike.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+from .runs import evaluate_run
+from .train import FitConfig, RunSpec, fit
+
+
+@dataclass(frozen=True)
+class Rule:
+    """A decision rule to evaluate every run under (see :class:`mlhead.metrics.DecisionRule`)."""
+
+    activation: str = "softmax"
+    threshold: float | None = None
+    top_k: int | None = None
+    tune_thresholds: bool = False
+
+
+def run_cell(cache, specs: Sequence[RunSpec], cfg: FitConfig, runs_dir, rules: Sequence[Rule] = (Rule(),),
+             split: str = "test", progress: Callable[[int, int], None] | None = None) -> list[dict]:
+    """Fit ``specs`` as one stacked cell, then evaluate every run under every rule.
+
+    Returns one dict per (run, rule): {run_dir, spec, rule, metrics}. Errors as in fit/evaluate_run.
+    """
+    out = []
+    for rec in fit(cache, list(specs), cfg, runs_dir, progress=progress):
+        for r in rules:
+            doc = evaluate_run(rec.path, split, r.activation, r.threshold, r.top_k, r.tune_thresholds)
+            out.append({"run_dir": str(rec.path), "spec": rec.config["loss"], "rule": doc["rule"]["name"],
+                        "metrics": doc["metrics"]})
+    return out
+
+
+def cells(specs: Sequence[RunSpec], max_runs_per_cell: int | None = None) -> list[list[RunSpec]]:
+    """Split a grid into cells: runs sharing a seed stay together (they share one wide GEMM);
+    ``max_runs_per_cell`` caps a cell's size (bounding memory and balancing a cluster)."""
+    by_seed: dict[int, list[RunSpec]] = {}
+    for s in specs:
+        by_seed.setdefault(s.seed, []).append(s)
+    out = []
+    for group in by_seed.values():
+        step = max_runs_per_cell or len(group)
+        out += [group[i:i + step] for i in range(0, len(group), step)]
+    return out
+
+
+def sweep(cache, specs: Sequence[RunSpec], cfg: FitConfig, runs_dir, rules: Sequence[Rule] = (Rule(),),
+          split: str = "test", progress: Callable[[int, int], None] | None = None) -> list[dict]:
+    """Run a whole grid locally as a single stacked cell (fastest on one machine)."""
+    return run_cell(cache, specs, cfg, Path(runs_dir), rules, split, progress)
