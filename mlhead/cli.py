@@ -149,7 +149,8 @@ def embed(dataset, data_dir, cache_dir, output, backbone, weights, random_init, 
 
         def progress(split, done, total):
             if split not in tasks:
-                tasks[split] = bar.add_task(f"embed {split}", total=total, completed=done, rate="")
+                tasks[split] = bar.add_task(f"embed {split}" + (f" (resumed at {done})" if done else ""),
+                                            total=total, completed=done, rate="")
                 t_start[split] = (_t.perf_counter(), done)
             t0, d0 = t_start[split]
             dt = _t.perf_counter() - t0
@@ -173,9 +174,12 @@ def embed(dataset, data_dir, cache_dir, output, backbone, weights, random_init, 
     for s, n in res.rows.items():
         t.add_row(s, str(n))
     console.print(t)
+    n_load, n_embed = len(res.skipped_at_load), len(res.skipped_while_embedding)
     console.print(f"{sum(res.rows.values())} rows in {res.seconds:.1f} s ({res.rows_per_second:.1f} rows/s)"
-                  + (f", resumed from {res.resumed_rows}" if res.resumed_rows else "")
-                  + (f"; skipped {len(res.skipped)} bad rows (listed in the cache attrs)" if res.skipped else ""))
+                  + (f", resumed from {res.resumed_rows} rows written earlier" if res.resumed_rows else "")
+                  + (f"; skipped {len(res.skipped)} bad rows ({n_load} when loading the dataset, {n_embed} "
+                     "unreadable while embedding; listed in the cache attrs skipped_at_load / skipped, "
+                     "see `mlhead cache info`)" if res.skipped else ""), highlight=False)
 
 
 # ------------------------------------------------------------------------------------------- fit
@@ -404,6 +408,163 @@ def report(runs, split, rule, group_by, metric_list, dataset, backbone, out_dir,
                                     plots / "pr_curves")
     for p in written:
         console.print(f"wrote {p}")
+
+
+# ----------------------------------------------------------------------------------------- cache
+
+
+@main.group("cache")
+def cache_group():
+    """Inspect and check embedding caches (HDF5 files written by `mlhead embed`)."""
+
+
+def _fmt(v, n: int = 70) -> str:
+    text = v if isinstance(v, str) else json.dumps(v, sort_keys=True, default=str)
+    return text if len(text) <= n else text[:n - 3] + "..."
+
+
+@cache_group.command("info")
+@click.argument("path", type=click.Path(path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="print the description as JSON")
+@friendly
+def cache_info_cmd(path, as_json):
+    """Describe a cache: state (complete, or an interrupted partial), splits and shapes, classes, label
+    cardinality, backbone, fingerprint fields, skipped rows."""
+    from .cache import cache_info
+
+    info = cache_info(path)
+    if as_json:
+        click.echo(json.dumps(info, indent=2, sort_keys=True, default=str))
+        return
+    t = Table(title=f"cache {info['path']}", show_header=False)
+    t.add_column("key", style="bold")
+    t.add_column("value")
+    classes = info["classes"]
+    rows = [("state", info["state"]), ("dataset", info.get("dataset") or "-"),
+            ("backbone", info.get("backbone") or "-"), ("precision", info.get("precision") or "-"),
+            ("dim", str(info.get("dim"))),
+            ("classes", f"{len(classes)}: {_fmt(', '.join(map(str, classes)), 100)}"),
+            ("skipped rows", f"{info['skipped_total']} ({info['skipped_at_load']} when loading, "
+                             f"{info['skipped']} while embedding)"),
+            ("fingerprint", info.get("fingerprint") or "-")]
+    for k, v in rows:
+        t.add_row(k, v)
+    console.print(t)
+    partial = info.get("partial") or {}
+    show_partial = not info["complete"] and partial.get("readable")
+    st = Table(title="splits" + (" (rows durable so far in the partial)" if show_partial else ""))
+    cols = ["split", "rows", "dim", "classes", "label cardinality", "label density", "rows without labels"]
+    cols += ["planned", "consumed"] if show_partial else []
+    for c in cols:
+        st.add_column(c, justify="left" if c == "split" else "right")
+    for name, v in info["splits"].items():
+        cells = [name, str(v.get("rows")), str(v.get("dim")), str(v.get("n_classes")),
+                 f"{v.get('label_cardinality', 0.0):.3f}", f"{v.get('label_density', 0.0):.3f}",
+                 str(v.get("rows_without_labels", "-"))]
+        cells += [str(v.get("planned")), str(v.get("consumed"))] if show_partial else []
+        st.add_row(*cells)
+    console.print(st)
+    if info["complete"] and partial.get("readable"):
+        done = sum(v["rows"] for v in partial["splits"].values())
+        console.print(f"[yellow]an interrupted rebuild is pending[/] in {partial['path']} ({done} rows so far)")
+    fields = info.get("fingerprint_fields") or {}
+    if fields:
+        ft = Table(title="fingerprint fields (a change in any makes the cache stale)")
+        ft.add_column("field")
+        ft.add_column("value")
+        for k in sorted(fields):
+            ft.add_row(k, _fmt(fields[k]))
+        console.print(ft)
+
+
+@cache_group.command("verify")
+@click.argument("path", type=click.Path(path_type=Path))
+@friendly
+def cache_verify_cmd(path):
+    """Recompute a cache's invariants (shapes, dtypes, finite embeddings, 0/1 labels, unique ids, class
+    count, complete flag, fingerprint); exit 0 with "ok", or exit 2 listing every problem."""
+    from .cache import cache_info, verify_cache
+
+    problems = verify_cache(path)
+    if problems:
+        for p in problems:
+            err_console.print(f"[bold red]problem:[/] {p}", highlight=False, soft_wrap=True)
+        err_console.print(f"[bold red]error:[/] {path}: {len(problems)} problem(s)", highlight=False)
+        sys.exit(2)
+    info = cache_info(path)
+    n = sum(v["rows"] for v in info["splits"].values())
+    console.print(f"ok: {info['path']} ({n} rows in {len(info['splits'])} splits, {info['n_classes']} classes, "
+                  f"dim {info['dim']})", highlight=False)
+
+
+# ------------------------------------------------------------------------------------- reproduce
+
+
+@main.group()
+def reproduce():
+    """Run the papers' protocols on a cache and write Markdown next to the paper's numbers."""
+
+
+def _write_md(out: Path, name: str, text: str) -> Path:
+    out.mkdir(parents=True, exist_ok=True)
+    (out / name).write_text(text)
+    console.print(f"wrote {out / name}")
+    return out / name
+
+
+@reproduce.command("table2")
+@click.option("--cache", "cache_path", type=click.Path(path_type=Path), required=True,
+              help="cache made with the protocol's split (paper-code: --split-mode paper-contiguous)")
+@click.option("--protocol", type=click.Choice(["paper-text", "paper-code"]), default="paper-text", show_default=True)
+@click.option("--seeds", type=int, default=5, show_default=True)
+@click.option("--epochs", type=int, default=None, help="[the paper's: 100, VOC 60]")
+@click.option("--threshold", type=float, default=None, help="[the paper's: 0.05, VOC 0.5]")
+@click.option("--beta", "betas", default="1,10,30", show_default=True, help="sigmoidF1 grid (paper: [1, 30])")
+@click.option("--eta", "etas", default="0,1,2", show_default=True, help="sigmoidF1 grid (paper: [0, 2])")
+@click.option("--precision", type=click.Choice(["auto", "fp32", "bf16", "fp16"]), default="auto", show_default=True)
+@click.option("--runs-dir", type=click.Path(path_type=Path), default=Path("runs/reproduce"), show_default=True)
+@click.option("--out-dir", type=click.Path(path_type=Path), default=Path("docs/reproduction"), show_default=True)
+@friendly
+def reproduce_table2(cache_path, protocol, seeds, epochs, threshold, betas, etas, precision, runs_dir, out_dir):
+    """sigmoidF1 Table 2: 5 losses x seeds, sigmoidF1 beta/eta chosen on val; table, grid, heatmap."""
+    from . import report as R
+    from .reproduce import paper_table_markdown, table2_protocol
+
+    res = table2_protocol(cache_path, protocol, runs_dir, seeds, epochs, threshold, _split_list(betas, float),
+                          _split_list(etas, float), precision=precision, progress=lambda m: console.print(m))
+    console.print(res["table"].to_rich())
+    stem = f"{res['dataset']}-{protocol}"
+    heat = R.plot_heatmap(res["grid_records"], "weighted_f1", out_dir / f"{stem}-heatmap", split="val",
+                          loss="sigmoidf1")
+    md = (f"### {res['dataset']} ({res['backbone']}), protocol `{protocol}`\n\n"
+          f"Command: `mlhead reproduce table2 --cache {cache_path} --protocol {protocol} --seeds {seeds}`; "
+          f"{res['epochs']} epochs, rule `{res['table'].rule}`, sigmoidF1 beta={res['beta']:g} eta={res['eta']:g} "
+          f"(best val weighted_f1 of the grid); wall time {res['seconds'] / 60:.1f} min "
+          f"(grid {res['grid_seconds'] / 60:.1f} min).\n\n{res['table'].to_markdown()}\n\n"
+          f"{paper_table_markdown(res['dataset'])}\n{res['grid_table'].to_markdown()}\n\n"
+          f"![beta x eta heatmap]({heat[0].name})\n")
+    _write_md(out_dir, f"{stem}.md", md)
+    res["table"].to_csv(out_dir / f"{stem}.csv")
+
+
+@reproduce.command("zlpr")
+@click.option("--cache", "cache_path", type=click.Path(path_type=Path), required=True)
+@click.option("--seeds", type=int, default=5, show_default=True)
+@click.option("--epochs", type=int, default=100, show_default=True)
+@click.option("--hidden", type=int, default=1024, show_default=True)
+@click.option("--runs-dir", type=click.Path(path_type=Path), default=Path("runs/reproduce"), show_default=True)
+@click.option("--out-dir", type=click.Path(path_type=Path), default=Path("docs/reproduction"), show_default=True)
+@friendly
+def reproduce_zlpr(cache_path, seeds, epochs, hidden, runs_dir, out_dir):
+    """ZLPR-paper style comparison (BCE, focal, dice1, dice2, ZLPR) on one cache."""
+    from .reproduce import zlpr_comparison
+
+    res = zlpr_comparison(cache_path, runs_dir, seeds, epochs, hidden=hidden)
+    console.print(res["table"].to_rich())
+    name = Path(cache_path).parent.name
+    md = (f"### {name}: ZLPR-style comparison\n\nCommand: `mlhead reproduce zlpr --cache {cache_path} --seeds {seeds} "
+          f"--epochs {epochs}`; wall time {res['seconds'] / 60:.1f} min.\n\n{res['table'].to_markdown()}\n")
+    _write_md(out_dir, f"{name}-zlpr.md", md)
 
 
 # ------------------------------------------------------------------------------------ catalogues
