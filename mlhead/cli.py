@@ -394,8 +394,11 @@ def report(runs, split, rule, group_by, metric_list, dataset, backbone, out_dir,
         written += R.plot_heatmap(records, heatmap_metric, plots / f"heatmap_{heatmap_metric}", split=split,
                                   rule=rule or table.rule, loss=heatmap_loss, dataset=dataset, backbone=backbone)
     if learning_curves:
-        hist = sorted({Path(r["run_dir"]) / "history.csv" for r in records})
-        written += R.plot_learning_curves([h for h in hist if h.exists()], plots / "learning_curves")
+        runs = {Path(r["run_dir"]): r["config"] for r in records if (Path(r["run_dir"]) / "history.csv").exists()}
+        labels = [f"{c.get('loss')} {c.get('loss_options') or ''} s{c.get('seed')}".replace("  ", " ")
+                  for c in runs.values()]
+        written += R.plot_learning_curves([d / "history.csv" for d in runs], plots / "learning_curves",
+                                          metrics=["micro_f1"], labels=labels)
     if per_class_run:
         from .runs import load_config, predict
         from .metrics import DecisionRule, per_class, scores

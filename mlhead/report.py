@@ -755,10 +755,16 @@ def plot_learning_curves(
     ax_l.set_xlabel("epoch")
     ax_l.set_ylabel("loss")
     ax_l.set_title("train (solid) / val (dashed) loss", fontsize=10)
-    ax_l.legend(fontsize=7)
     ax_m.set_xlabel("epoch")
     ax_m.set_ylabel("validation metric")
     ax_m.set_title("validation metrics", fontsize=10)
-    if ax_m.lines:
-        ax_m.legend(fontsize=7)
+    if len(hists) <= 4:
+        ax_l.legend(fontsize=7)
+        if ax_m.lines:
+            ax_m.legend(fontsize=7)
+    else:  # many runs: one legend entry per run (its colour), outside the axes
+        from matplotlib.lines import Line2D
+
+        handles = [Line2D([], [], color=cmap(k % 10), label=n) for k, n in enumerate(names)]
+        ax_m.legend(handles=handles, fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0))
     return _save(fig, path)
