@@ -11,7 +11,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export MPLBACKEND := Agg
 
-.PHONY: install test test-slow demo bench lint clean
+.PHONY: install test test-slow demo bench lint clean reproduce real-runs
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -33,6 +33,26 @@ demo: install
 	$(VENV)/bin/mlhead fit --loss sigmoidf1 --beta 1 --eta 0 --epochs 100
 	$(VENV)/bin/mlhead eval --threshold 0.05
 	$(VENV)/bin/mlhead eval --threshold 0.5
+
+# The reproduction report (docs/reproduction/): sigmoidF1 Table-2 protocols and ZLPR-style comparisons.
+MLHEAD := $(VENV)/bin/mlhead
+MULAN_SETS ?= emotions scene yeast medical enron
+reproduce: install
+	$(MLHEAD) embed --dataset movieposters --data-dir $(DATA)/movieposters --weights $(WEIGHTS)/mobilenetv2_100
+	$(MLHEAD) embed --dataset movieposters --data-dir $(DATA)/movieposters --weights $(WEIGHTS)/mobilenetv2_100 \
+		--split-mode paper-contiguous --output cache/movieposters-contiguous/mobilenetv2_100.h5
+	$(MLHEAD) reproduce table2 --cache cache/movieposters/mobilenetv2_100.h5 --protocol paper-text
+	$(MLHEAD) reproduce table2 --cache cache/movieposters-contiguous/mobilenetv2_100.h5 --protocol paper-code
+	$(MLHEAD) embed --dataset arxiv2020 --data-dir $(DATA)/arxiv --backbone minilm
+	$(MLHEAD) embed --dataset arxiv2020 --data-dir $(DATA)/arxiv --backbone minilm \
+		--split-mode paper-contiguous --output cache/arxiv2020-contiguous/minilm.h5
+	$(MLHEAD) reproduce table2 --cache cache/arxiv2020/minilm.h5 --protocol paper-text
+	$(MLHEAD) reproduce table2 --cache cache/arxiv2020-contiguous/minilm.h5 --protocol paper-code
+	$(MLHEAD) embed --dataset reuters21578 --data-dir $(DATA)/reuters21578 --backbone minilm
+	$(MLHEAD) reproduce table2 --cache cache/reuters21578/minilm.h5 --protocol paper-text
+	for m in $(MULAN_SETS); do \
+		$(MLHEAD) embed --dataset mulan --data-dir $(DATA)/mulan --name $$m && \
+		$(MLHEAD) reproduce zlpr --cache cache/mulan-$$m/none.h5 || exit 1; done
 
 bench: install
 	$(PY) bench/bench_train.py

@@ -196,6 +196,7 @@ def hf_text_backbone(source: str | Path, pooling: str = "cls", normalize: bool =
     from transformers.utils import logging as hf_logging
 
     hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
     try:
         tokenizer = AutoTokenizer.from_pretrained(str(source))
         if random_init:
