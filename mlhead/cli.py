@@ -162,7 +162,8 @@ def embed(dataset, data_dir, cache_dir, output, backbone, weights, random_init, 
                         precision=precision, batch_size=batch_size, workers=workers, split_seed=split_seed,
                         split_mode=split_mode, on_error=on_error, force=force, shard=_parse_shard(shard),
                         dataset_options=options, device=device, wait_lock=wait_lock, progress=progress,
-                        output=output)
+                        output=output,
+                        notify=lambda msg: err_console.print(f"[yellow]{msg}[/]", highlight=False, soft_wrap=True))
     for note in res.notes:
         console.print(f"[dim]{note}[/]")
     if res.up_to_date:
@@ -179,7 +180,7 @@ def embed(dataset, data_dir, cache_dir, output, backbone, weights, random_init, 
                   + (f", resumed from {res.resumed_rows} rows written earlier" if res.resumed_rows else "")
                   + (f"; skipped {len(res.skipped)} bad rows ({n_load} when loading the dataset, {n_embed} "
                      "unreadable while embedding; listed in the cache attrs skipped_at_load / skipped, "
-                     "see `mlhead cache info`)" if res.skipped else ""), highlight=False)
+                     "see `mlhead cache info`)" if res.skipped else ""), highlight=False, soft_wrap=True)
 
 
 # ------------------------------------------------------------------------------------------- fit
@@ -470,6 +471,15 @@ def cache_info_cmd(path, as_json):
     if info["complete"] and partial.get("readable"):
         done = sum(v["rows"] for v in partial["splits"].values())
         console.print(f"[yellow]an interrupted rebuild is pending[/] in {partial['path']} ({done} rows so far)")
+    bad = [r for r in info.get("skipped_rows", []) if isinstance(r, dict)]
+    if bad:
+        bt = Table(title=f"skipped rows ({len(bad)}" + (", first 20)" if len(bad) > 20 else ")"))
+        for c in ("when", "id", "where", "error"):
+            bt.add_column(c)
+        for r in bad[:20]:
+            bt.add_row(str(r.get("when")), _fmt(str(r.get("id")), 30), _fmt(str(r.get("where", "")), 50),
+                       _fmt(str(r.get("error", "")), 80))
+        console.print(bt)
     fields = info.get("fingerprint_fields") or {}
     if fields:
         ft = Table(title="fingerprint fields (a change in any makes the cache stale)")

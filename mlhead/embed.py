@@ -3,8 +3,11 @@
 Decoding/resizing (images) and tokenization (texts) run in DataLoader worker processes and overlap
 with the forward pass; the forward pass runs under ``torch.inference_mode`` in eval mode, channels_last
 for CNNs, with autocast per ``--precision`` (bf16 on CPUs with AMX/AVX512-BF16, fp16 on CUDA).
-Each batch is appended and made durable before the next, so an interrupted run resumes where it
-stopped (see :mod:`mlhead.cache`).
+Batches are appended to the cache's ``.partial`` directory and made durable (fsync at most every
+``SYNC_INTERVAL`` seconds, and always when the run stops: error, Ctrl-C), so an interrupted run
+resumes from the last flushed batch and finishes with the same file an uninterrupted run writes
+(same batches, same order). ``--random-init`` backbones are seeded (``RANDOM_INIT_SEED``), so they
+are reproducible too.
 """
 
 from __future__ import annotations
@@ -28,6 +31,10 @@ from .device import autocast, resolve_device, resolve_precision
 
 ON_ERROR = ("raise", "skip")
 DEFAULT_BACKBONE = {"image": "mobilenetv2_100", "text": "minilm"}
+#: seconds between fsyncs of the partial cache (a kill loses at most this much work)
+SYNC_INTERVAL = 1.0
+#: torch seed of ``random_init`` backbones (the same random weights in every run and on resume)
+RANDOM_INIT_SEED = 0
 
 
 @dataclass
@@ -41,11 +48,19 @@ class EmbedResult:
     resumed_rows: int = 0
     up_to_date: bool = False
     notes: list[str] = field(default_factory=list)
+    #: input rows processed by this call (embedded or skipped; excludes resumed rows)
+    processed: int | None = None
+    #: rows the dataset loader left out (also in ``skipped``; the rest were skipped while embedding)
+    skipped_at_load: list[dict] = field(default_factory=list)
 
     @property
     def rows_per_second(self) -> float:
-        done = sum(self.rows.values()) - self.resumed_rows
+        done = self.processed if self.processed is not None else sum(self.rows.values()) - self.resumed_rows
         return done / self.seconds if self.seconds > 0 else 0.0
+
+    @property
+    def skipped_while_embedding(self) -> list[dict]:
+        return self.skipped[len(self.skipped_at_load):]
 
 
 # ------------------------------------------------------------------------------ input pipeline
@@ -166,14 +181,20 @@ def embed(dataset: str, data_dir, cache_dir="cache", backbone: str | None = None
           split_mode: str = "random", on_error: str = "raise", force: bool = False,
           shard: tuple[int, int] | None = None, dataset_options: dict | None = None, device: str | None = None,
           wait_lock: bool = False, progress: Callable | None = None, output: str | os.PathLike | None = None,
-          stop_after_batches: int | None = None) -> EmbedResult:
+          stop_after_batches: int | None = None, notify: Callable[[str], None] | None = None) -> EmbedResult:
     """Embed every split of ``dataset`` into ``<cache_dir>/<dataset>/<backbone>.h5``.
 
     Up to date (same fingerprint) -> returns at once (``up_to_date``); stale -> CacheError naming the
-    changed fields unless ``force``. Bad rows: ``on_error="raise"`` -> DatasetError naming file and
-    row; ``"skip"`` -> left out, counted and listed in the cache attrs. ``progress(split, done, total)``
-    is called after every batch. ``stop_after_batches`` (tests) stops early as a crash would.
-    Raises ValueError for bad options, BackboneError, DatasetError, CacheError.
+    changed fields unless ``force``. An interrupted run (its ``.partial``) with the same inputs is
+    resumed; with other inputs -> CacheError unless ``force``. Bad rows: ``on_error="raise"`` ->
+    DatasetError naming file and row (the rows done so far are kept for a resume; an existing cache
+    at the path is untouched); ``"skip"`` -> left out, counted and listed in the cache attrs
+    (``skipped_at_load``: the loader's, ``skipped``: unreadable inputs). ``progress(split, done,
+    total)`` is called once per split before its first batch (``done`` = resumed rows) and after
+    every batch. Another writer of the same cache -> CacheError, or wait with ``wait_lock``
+    (``notify(message)`` is called before waiting).
+    ``stop_after_batches`` (tests) stops early, as Ctrl-C would. Raises ValueError for bad options,
+    BackboneError, DatasetError, CacheError.
     """
     t0 = time.perf_counter()
     if on_error not in ON_ERROR:
@@ -191,40 +212,80 @@ def embed(dataset: str, data_dir, cache_dir="cache", backbone: str | None = None
     if data.modality != "features":
         if backbone is None:
             backbone = loader.default_backbone if loader.modality == data.modality else DEFAULT_BACKBONE[data.modality]
-        bb = load_backbone(backbone, weights=weights, random_init=random_init,
-                           pooling=pooling, max_length=max_length)
+        bb = _load_backbone(backbone, weights, random_init, pooling, max_length)
         if bb.modality != data.modality:
             raise ValueError(f"backbone {bb.name!r} is a {bb.modality} model but dataset {dataset!r} is {data.modality}")
     prec = resolve_precision(precision, dev) if bb else "fp32"
     fp = make_fingerprint(data, data_dir, bb, prec, on_error, shard)
-    path = Path(output) if output else cache_path(Path(cache_dir), data.cache_name or dataset,
-                                                  bb.name if bb else "none", shard)
+    path = Path(output) if output else cache_path(Path(cache_dir), dataset, bb.name if bb else "none", shard)
     path.parent.mkdir(parents=True, exist_ok=True)
-    if path.exists() and not force:
-        check_reusable(path, fp)
-        return EmbedResult(path, {s: len(v) for s, v in data.splits.items()}, data.skipped,
-                           time.perf_counter() - t0, up_to_date=True, notes=data.notes)
     attrs = {"dataset": dataset, "backbone": bb.name if bb else "none",
              "weights_sha256": bb.weights_sha256 if bb else "", "preprocessing": bb.preprocessing if bb else {},
              "split_mode": data.split_mode, "split_seed": -1 if data.split_seed is None else data.split_seed,
              "precision": prec, "modality": data.modality, "dataset_options": data.options,
-             "shard": list(shard) if shard else [], "notes": data.notes, "skipped_at_load": data.skipped}
-    with CacheLock(path, wait=wait_lock):
+             "on_error": on_error, "shard": list(shard) if shard else [], "notes": data.notes,
+             "skipped_at_load": data.skipped}
+    with CacheLock(path, wait=wait_lock, on_wait=notify):
+        # checked under the lock: a writer we waited for may just have finished this very cache
+        if path.exists() and not force:
+            if not _same_but_on_error(path, fp):
+                check_reusable(path, fp)
+            return EmbedResult(path, _rows_in(path), data.skipped, time.perf_counter() - t0, up_to_date=True,
+                               notes=data.notes, processed=0, skipped_at_load=list(data.skipped))
         slices = {s: v[shard_slice(len(v), shard)] for s, v in data.splits.items()}
-        writer = CacheWriter(path, data.classes, bb.dim if bb else _features_dim(data), {s: len(v) for s, v in slices.items()},
-                             attrs=attrs, fingerprint=fp, force=force)
-        resumed = sum(writer.consumed(s) for s in slices)
+        writer = CacheWriter(path, data.classes, bb.dim if bb else _features_dim(data),
+                             {s: len(v) for s, v in slices.items()}, attrs=attrs, fingerprint=fp, force=force,
+                             sync_interval=SYNC_INTERVAL)
+        resumed = sum(writer.done(s) for s in slices)
+        start_consumed = sum(writer.consumed(s) for s in slices)
         consumed = _Counter(stop_after_batches)
-        if bb is None:
-            _write_features(writer, data, shard, progress)
-        else:
-            bb.to(dev)
-            for split, examples in slices.items():
-                _embed_split(writer, split, examples, data, bb, dev, prec, batch_size, workers, on_error,
-                             progress, consumed)
+        try:
+            if bb is None:
+                _write_features(writer, data, shard, progress)
+            else:
+                bb.to(dev)
+                for split, examples in slices.items():
+                    _embed_split(writer, split, examples, data, bb, dev, prec, batch_size, workers, on_error,
+                                 progress, consumed)
+        finally:
+            writer.close()  # whatever stopped us (error, Ctrl-C), every appended batch is kept
+        processed = sum(writer.consumed(s) for s in slices) - start_consumed
         out = writer.finish()
-    return EmbedResult(out, {s: writer.done(s) for s in slices}, data.skipped + writer.skipped, time.perf_counter() - t0,
-                       resumed_rows=resumed, notes=data.notes)
+    return EmbedResult(out, {s: writer.done(s) for s in slices}, data.skipped + writer.skipped,
+                       time.perf_counter() - t0, resumed_rows=resumed, notes=data.notes, processed=processed,
+                       skipped_at_load=list(data.skipped))
+
+
+def _same_but_on_error(path: Path, fp: dict) -> bool:
+    """True when the complete cache at ``path`` differs from ``fp`` only in ``on_error`` and is what
+    this run would write anyway: built with ``raise`` (it has no bad rows), or with ``skip`` but
+    nothing was skipped."""
+    from .cache import diff_fingerprints, read_attrs
+
+    try:
+        attrs = read_attrs(path)
+    except OSError:
+        return False
+    old = attrs.get("fingerprint_json")
+    if not attrs.get("complete") or not isinstance(old, dict) or diff_fingerprints(old, fp) != ["on_error"]:
+        return False
+    return old.get("on_error") == "raise" or not (attrs.get("skipped") or attrs.get("skipped_at_load"))
+
+
+def _rows_in(path: Path) -> dict[str, int]:
+    from .cache import open_cache
+
+    c = open_cache(path)
+    return {s: c.shapes[s][0] for s in c.splits}
+
+
+def _load_backbone(name, weights, random_init, pooling, max_length) -> Backbone:
+    """:func:`load_backbone`; random weights come from a fixed seed (reproducible, resumable)."""
+    if not random_init:
+        return load_backbone(name, weights=weights, random_init=False, pooling=pooling, max_length=max_length)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(RANDOM_INIT_SEED)
+        return load_backbone(name, weights=weights, random_init=True, pooling=pooling, max_length=max_length)
 
 
 class _Counter:
@@ -246,6 +307,8 @@ def _write_features(writer: CacheWriter, data: LoadedDataset, shard, progress) -
         sl = shard_slice(len(ids), shard)
         X, Y, ids = X[sl], Y[sl], list(ids[sl])
         start = writer.consumed(split)
+        if progress:
+            progress(split, start, len(ids))
         for i in range(start, len(ids), 4096):
             writer.append(split, X[i:i + 4096], Y[i:i + 4096], ids[i:i + 4096])
             if progress:

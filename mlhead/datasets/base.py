@@ -144,18 +144,33 @@ def parse_labels(raw: str | Iterable[str] | None, sep: str, where: str,
                  classes: Sequence[str] | None = None) -> list[str]:
     """Parse one labels field into class names.
 
-    ``raw`` is a string split on ``sep`` (whitespace around names stripped) or a list. Raises
-    DatasetError naming ``where`` for: an empty field or empty name (e.g. ``a||b``), a name
-    not in ``classes`` (when given), or a name containing another common separator (a wrong
-    ``--label-sep``). Duplicates are dropped, order kept.
+    ``raw`` is a string split on ``sep`` (whitespace around names stripped) or a list of names (a
+    JSON list: names taken as given, whitespace stripped, no splitting). Raises DatasetError naming
+    ``where`` for: an empty field or empty list, an empty name (e.g. ``a||b``), a name in a string
+    field containing another common separator (a wrong ``--label-sep``), a list element that is not
+    a string or an integer, a value that is neither, or a name not in ``classes`` (when given).
+    Duplicates are dropped, order kept.
     """
+    if not sep:
+        raise DatasetError(f"{where}: empty label separator")
     if raw is None or (isinstance(raw, str) and not raw.strip()):
         raise DatasetError(f"{where}: empty labels field")
-    names = [str(x).strip() for x in (raw.split(sep) if isinstance(raw, str) else raw)]
+    if isinstance(raw, str):
+        names = [x.strip() for x in raw.split(sep)]
+    elif isinstance(raw, (list, tuple)):
+        bad = [x for x in raw if isinstance(x, bool) or not isinstance(x, (str, int))]
+        if bad:
+            raise DatasetError(f"{where}: label {bad[0]!r} in {raw!r} is not a name (expected strings)")
+        names = [str(x).strip() for x in raw]
+        if not names:
+            raise DatasetError(f"{where}: empty labels list")
+    else:
+        raise DatasetError(f"{where}: labels field {raw!r} is neither a string nor a list of names")
     if any(not x for x in names):
-        raise DatasetError(f"{where}: empty label in {raw!r} (separator {sep!r})")
+        hint = f" (separator {sep!r})" if isinstance(raw, str) else ""
+        raise DatasetError(f"{where}: empty label in {raw!r}{hint}")
     for name in names:
-        other = [s for s in LABEL_SEPARATORS if s != sep and s in name]
+        other = [c for c in LABEL_SEPARATORS if c != sep and c in name] if isinstance(raw, str) else []
         if other:
             raise DatasetError(f"{where}: label {name!r} contains {other[0]!r}: wrong label separator "
                                f"(using {sep!r})?")
