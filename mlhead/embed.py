@@ -217,7 +217,8 @@ def embed(dataset: str, data_dir, cache_dir="cache", backbone: str | None = None
             raise ValueError(f"backbone {bb.name!r} is a {bb.modality} model but dataset {dataset!r} is {data.modality}")
     prec = resolve_precision(precision, dev) if bb else "fp32"
     fp = make_fingerprint(data, data_dir, bb, prec, on_error, shard)
-    path = Path(output) if output else cache_path(Path(cache_dir), dataset, bb.name if bb else "none", shard)
+    path = Path(output) if output else cache_path(Path(cache_dir), data.cache_name or dataset,
+                                                  bb.name if bb else "none", shard)
     path.parent.mkdir(parents=True, exist_ok=True)
     attrs = {"dataset": dataset, "backbone": bb.name if bb else "none",
              "weights_sha256": bb.weights_sha256 if bb else "", "preprocessing": bb.preprocessing if bb else {},

@@ -633,3 +633,22 @@ def test_real_mulan_cal500_and_label_order():
     np.testing.assert_array_equal(yeast.features["test"][1][:, 3], raw.values[:, col["Class6"]].astype(np.uint8))
     birds = get_loader("mulan").load(shared_data("mulan"), name="birds")
     assert "Swainson's Thrush" in birds.classes
+
+
+def test_each_mulan_benchmark_gets_its_own_cache(tmp_path):
+    """Two MULAN benchmarks embedded into one cache dir must not collide (regression)."""
+    from mlhead.embed import embed
+
+    root = tmp_path / "mulan"
+    for name in ("alpha", "beta"):
+        d = root / name
+        d.mkdir(parents=True)
+        (d / f"{name}.xml").write_text('<labels xmlns="http://mulan.sourceforge.net/labels">'
+                                        '<label name="l1"></label><label name="l2"></label></labels>')
+        arff = ("@relation r\n@attribute f1 numeric\n@attribute l1 {0,1}\n@attribute l2 {0,1}\n@data\n"
+                + "".join(f"{i / 10},{i % 2},{(i + 1) % 2}\n" for i in range(10)))
+        (d / f"{name}-train.arff").write_text(arff)
+        (d / f"{name}-test.arff").write_text(arff)
+    paths = {embed("mulan", root, cache_dir=tmp_path / "cache", dataset_options={"name": n}).path
+             for n in ("alpha", "beta")}
+    assert {p.parent.name for p in paths} == {"mulan-alpha", "mulan-beta"}
