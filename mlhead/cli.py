@@ -208,6 +208,7 @@ def _grid_options(fn):
                      show_default=True),
         click.option("--select", type=click.Choice(["val_loss", "val_micro_f1", "val_macro_f1"]), default="val_loss",
                      show_default=True, help="criterion for the best epoch"),
+        click.option("--standardize", is_flag=True, help="z-score the inputs with train statistics (raw features, e.g. MULAN)"),
         click.option("--device", default=None),
         click.option("--runs-dir", type=click.Path(path_type=Path), default=Path("runs"), show_default=True),
     ]
@@ -217,7 +218,7 @@ def _grid_options(fn):
 
 
 def _grid(cache_path, cache_dir, loss, seed, lr, beta, eta, presigmoid, loss_options, epochs, batch_size, hidden,
-          precision, select, device):
+          precision, select, standardize, device):
     """(cache path, run specs, FitConfig) from the shared grid options."""
     from .cache import latest_cache
     from .train import FitConfig, expand_grid
@@ -236,7 +237,7 @@ def _grid(cache_path, cache_dir, loss, seed, lr, beta, eta, presigmoid, loss_opt
         options[k.strip().replace("-", "_")] = _split_list(v)
     specs = expand_grid(_split_list(loss), _split_list(seed, int), _split_list(lr, float), options)
     cfg = FitConfig(epochs=epochs, batch_size=batch_size, hidden=hidden, precision=precision, device=device,
-                    select=select)
+                    select=select, standardize=standardize)
     return cache_path or latest_cache(cache_dir), specs, cfg
 
 

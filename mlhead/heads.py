@@ -37,12 +37,17 @@ def init_head_state(dim: int, hidden: int, n_classes: int, seed: int) -> dict[st
 class MLPHead(nn.Module):
     """Linear(D->H) -> ReLU -> Linear(H->C) (or Linear(D->C) when ``hidden == 0``).
 
-    forward: embeddings B x D float -> logits B x C.
+    forward: embeddings B x D float -> logits B x C. ``standardize=True`` adds buffers
+    ``input_mean``/``input_std`` (D) applied to the input first.
     """
 
-    def __init__(self, dim: int, hidden: int, n_classes: int, seed: int | None = None):
+    def __init__(self, dim: int, hidden: int, n_classes: int, seed: int | None = None, standardize: bool = False):
         super().__init__()
         self.hidden = hidden
+        self.standardize = standardize
+        if standardize:  # x -> (x - mean) / std with the train split's statistics (``fit --standardize``)
+            self.register_buffer("input_mean", torch.zeros(dim))
+            self.register_buffer("input_std", torch.ones(dim))
         if hidden == 0:
             self.fc = nn.Linear(dim, n_classes)
         else:
@@ -51,6 +56,8 @@ class MLPHead(nn.Module):
             self.load_state_dict(init_head_state(dim, hidden, n_classes, seed))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.standardize:
+            x = (x - self.input_mean) / self.input_std
         if self.hidden == 0:
             return self.fc(x)
         return self.fc2(torch.relu(self.fc1(x)))

@@ -89,7 +89,7 @@ def load_head(run_dir) -> tuple[MLPHead, dict]:
 
     cfg = load_config(run_dir)
     state = load_file(str(Path(run_dir) / "head.safetensors"))
-    head = MLPHead(cfg["dim"], cfg["hidden"], len(cfg["classes"]))
+    head = MLPHead(cfg["dim"], cfg["hidden"], len(cfg["classes"]), standardize=cfg.get("standardize", False))
     head.load_state_dict(state)
     return head.eval(), cfg
 

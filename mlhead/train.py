@@ -61,6 +61,7 @@ class FitConfig:
     val_activation: str = "softmax"
     val_threshold: float = 0.05
     val_every: int = 1
+    standardize: bool = False
 
     def validate(self) -> None:
         """Raise ValueError naming the first out-of-range option."""
@@ -177,6 +178,11 @@ def fit(cache_path, specs: list[RunSpec], cfg: FitConfig | None = None, runs_dir
     Xva, Yva, _ = cache.load("val") if "val" in cache.splits else (None, None, None)
     if Xva is None:
         raise ValueError(f"{cache.path}: no val split to select the best epoch on")
+    scaling = {}
+    if cfg.standardize:  # z-score with train statistics; stored with each head so eval applies it
+        mean, std = Xtr.mean(0), Xtr.std(0).clamp_min(1e-6)
+        Xtr, Xva = (Xtr - mean) / std, (Xva - mean) / std
+        scaling = {"input_mean": mean.contiguous(), "input_std": std.contiguous()}
     store = torch.float32 if prec == "fp32" else dtype_of(prec)
     Xtr, Xva = Xtr.to(dev, store), Xva.to(dev, store)
     Ytr_f, Yva_f = Ytr.to(dev, torch.float32), Yva.to(dev, torch.float32)
@@ -241,7 +247,7 @@ def fit(cache_path, specs: list[RunSpec], cfg: FitConfig | None = None, runs_dir
             "best_epoch": best[i]["epoch"], "best_value": best[i]["value"], "stacked_runs": K,
             "train_seconds": seconds,
             "suggested_rule": getattr(L.LOSSES[spec.loss], "DECISION_RULE", None)},
-            state=state, history=history[i])
+            state={**state, **scaling}, history=history[i])
         if write:
             rec.path = write_run(rec, Path(runs_dir), spec.label)
         records.append(rec)

@@ -101,3 +101,23 @@ def test_fit_refuses_bad_config(tmp_path):
     for kw, name in (({"epochs": 0}, "epochs"), ({"batch_size": 0}, "batch-size"), ({"hidden": -1}, "hidden")):
         with pytest.raises(ValueError, match=name):
             fit(cache, expand_grid(["crossentropy"]), FitConfig(**kw), write=False)
+
+
+def test_standardize_is_stored_with_the_head_and_applied_at_predict(tmp_path):
+    from mlhead.runs import evaluate_run, predict
+
+    cache = make_cache(tmp_path / "c.h5", n=(120, 40, 40), dim=6, n_classes=3)
+    rec = fit(cache, [RunSpec("crossentropy", (), 0, 1e-2)],
+              FitConfig(epochs=3, batch_size=32, hidden=8, precision="fp32", standardize=True), tmp_path / "runs")[0]
+    state = load_file(str(rec.path / "head.safetensors"))
+    from mlhead.cache import open_cache
+    X, _, _ = open_cache(cache).load("train")
+    torch.testing.assert_close(state["input_mean"], X.mean(0))
+    logits, _, _, _ = predict(rec.path, "test")
+    Xt, _, _ = open_cache(cache).load("test")
+    h = MLPHead(6, 8, 3)
+    h.load_state_dict({k: v for k, v in state.items() if not k.startswith("input_")})
+    with torch.no_grad():
+        ref = h((Xt - state["input_mean"]) / state["input_std"]).numpy()
+    np.testing.assert_allclose(logits, ref, rtol=1e-5, atol=1e-5)
+    assert evaluate_run(rec.path)["metrics"]["micro_f1"] >= 0
