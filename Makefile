@@ -52,7 +52,7 @@ reproduce: install
 	$(MLHEAD) reproduce table2 --cache cache/reuters21578/minilm.h5 --protocol paper-text
 	for m in $(MULAN_SETS); do \
 		$(MLHEAD) embed --dataset mulan --data-dir $(DATA)/mulan --name $$m && \
-		$(MLHEAD) reproduce zlpr --cache cache/mulan-$$m/none.h5 || exit 1; done
+		$(MLHEAD) reproduce zlpr --cache cache/mulan-$$m/none.h5 --standardize || exit 1; done
 
 bench: install
 	$(PY) bench/bench_train.py

@@ -566,18 +566,19 @@ def reproduce_table2(cache_path, protocol, seeds, epochs, threshold, betas, etas
 @click.option("--seeds", type=int, default=5, show_default=True)
 @click.option("--epochs", type=int, default=100, show_default=True)
 @click.option("--hidden", type=int, default=1024, show_default=True)
+@click.option("--standardize", is_flag=True, help="z-score raw features with train statistics (MULAN)")
 @click.option("--runs-dir", type=click.Path(path_type=Path), default=Path("runs/reproduce"), show_default=True)
 @click.option("--out-dir", type=click.Path(path_type=Path), default=Path("docs/reproduction"), show_default=True)
 @friendly
-def reproduce_zlpr(cache_path, seeds, epochs, hidden, runs_dir, out_dir):
+def reproduce_zlpr(cache_path, seeds, epochs, hidden, standardize, runs_dir, out_dir):
     """ZLPR-paper style comparison (BCE, focal, dice1, dice2, ZLPR) on one cache."""
     from .reproduce import zlpr_comparison
 
-    res = zlpr_comparison(cache_path, runs_dir, seeds, epochs, hidden=hidden)
+    res = zlpr_comparison(cache_path, runs_dir, seeds, epochs, hidden=hidden, standardize=standardize)
     console.print(res["table"].to_rich())
     name = Path(cache_path).parent.name
     md = (f"### {name}: ZLPR-style comparison\n\nCommand: `mlhead reproduce zlpr --cache {cache_path} --seeds {seeds} "
-          f"--epochs {epochs}`; wall time {res['seconds'] / 60:.1f} min.\n\n{res['table'].to_markdown()}\n")
+          f"--epochs {epochs}{' --standardize' if standardize else ''}`; wall time {res['seconds'] / 60:.1f} min.\n\n{res['table'].to_markdown()}\n")
     _write_md(out_dir, f"{name}-zlpr.md", md)
 
 

@@ -134,14 +134,14 @@ def table2_protocol(cache, protocol: str = "paper-text", runs_dir="runs", seeds:
 
 
 def zlpr_comparison(cache, runs_dir="runs", seeds: int = 5, epochs: int = 100, precision: str = "auto",
-                    hidden: int = 1024) -> dict:
+                    hidden: int = 1024, standardize: bool = False) -> dict:
     """ZLPR-paper style comparison (BCE, focal, dice1, dice2, ZLPR) under sigmoid >= 0.5, which for
     ZLPR is its own rule logit >= 0; metrics SubACC, MLC-F1, micro/macro F1, AvgPrec (LRAP), RankLoss."""
     c = open_cache(cache)
     t0 = time.perf_counter()
     specs = expand_grid(ZLPR_LOSSES, list(range(seeds)))
     root = Path(runs_dir) / f"{c.path.parent.name}-zlpr"
-    res = sweep(c.path, specs, FitConfig(epochs=epochs, precision=precision, hidden=hidden), root,
+    res = sweep(c.path, specs, FitConfig(epochs=epochs, precision=precision, hidden=hidden, standardize=standardize), root,
                 [Rule("sigmoid", 0.5)], split="test")
     records = R.collect(sorted({r["run_dir"] for r in res}))
     table = R.table2(records, metrics=ZLPR_METRICS, split="test", title="ZLPR-style comparison")
