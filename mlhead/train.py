@@ -180,7 +180,8 @@ def fit(cache_path, specs: list[RunSpec], cfg: FitConfig | None = None, runs_dir
         raise ValueError(f"{cache.path}: no val split to select the best epoch on")
     scaling = {}
     if cfg.standardize:  # z-score with train statistics; stored with each head so eval applies it
-        mean, std = Xtr.mean(0), Xtr.std(0).clamp_min(1e-6)
+        mean, std = Xtr.mean(0), Xtr.std(0)
+        std = torch.where(std > 1e-6, std, torch.ones_like(std))  # constant train columns: centre only
         Xtr, Xva = (Xtr - mean) / std, (Xva - mean) / std
         scaling = {"input_mean": mean.contiguous(), "input_std": std.contiguous()}
     store = torch.float32 if prec == "fp32" else dtype_of(prec)

@@ -121,3 +121,23 @@ def test_standardize_is_stored_with_the_head_and_applied_at_predict(tmp_path):
         ref = h((Xt - state["input_mean"]) / state["input_std"]).numpy()
     np.testing.assert_allclose(logits, ref, rtol=1e-5, atol=1e-5)
     assert evaluate_run(rec.path)["metrics"]["micro_f1"] >= 0
+
+
+def test_standardize_leaves_constant_columns_unscaled(tmp_path):
+    """A feature constant on train (e.g. an unseen word in MULAN medical) must not blow up at test."""
+    from mlhead.cache import write_cache
+    from mlhead.runs import predict
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(60, 4)).astype(np.float32)
+    X[:, 3] = 0.0
+    Xt = X[:20].copy()
+    Xt[:, 3] = 1.0
+    Y = (X[:, :2] > 0).astype(np.uint8)
+    cache = write_cache(tmp_path / "c.h5", {"train": (X, Y, [f"a{i}" for i in range(60)]),
+                                            "val": (X[:20], Y[:20], [f"b{i}" for i in range(20)]),
+                                            "test": (Xt, Y[:20], [f"c{i}" for i in range(20)])}, ["p", "q"])
+    rec = fit(cache, [RunSpec("crossentropy")], FitConfig(epochs=2, hidden=4, precision="fp32", standardize=True),
+              tmp_path / "runs")[0]
+    assert load_file(str(rec.path / "head.safetensors"))["input_std"][3] == 1.0
+    assert np.abs(predict(rec.path, "test")[0]).max() < 100
