@@ -128,12 +128,17 @@ def _parse_shard(value: str | None):
 @click.option("--force", is_flag=True, help="rebuild even if a cache (or an interrupted one) with other inputs exists")
 @click.option("--wait-lock", is_flag=True, help="wait for another writer of the same cache instead of failing")
 @click.option("--shard", default=None, help="embed one deterministic slice i/n into its own shard file")
+@click.option("--ray", "ray_address", default=None, is_flag=False, flag_value="auto",
+              help="run the embed as --num-shards Ray tasks and merge them (ADDRESS of a Ray cluster; "
+                   "no value: the cluster this machine belongs to, else a local Ray)")
+@click.option("--num-shards", type=int, default=None,
+              help="with --ray: number of shards [default: the cluster's GPUs, else its CPUs]")
 @click.option("--device", default=None, help="cpu, cuda, cuda:1 [default: cuda if available]")
 @friendly
 def embed(dataset, data_dir, cache_dir, output, backbone, weights, random_init, pooling, max_length, precision,
           batch_size, workers, split_seed, split_mode, labels_mode, voc_difficult, text_column, image_column,
           labels_column, label_sep, split_column, id_column, classes, mulan_name, on_error, force, wait_lock,
-          shard, device):
+          shard, ray_address, num_shards, device):
     """Stage one: run the frozen backbone once over every split and cache the embeddings (HDF5)."""
     from .datasets import default_data_dir
     from .embed import embed as run_embed
@@ -142,6 +147,29 @@ def embed(dataset, data_dir, cache_dir, output, backbone, weights, random_init, 
                                      image_column=image_column, labels_column=labels_column, label_sep=label_sep,
                                      split_column=split_column, id_column=id_column, classes=classes,
                                      name=mulan_name).items() if v is not None}
+    if ray_address is not None or num_shards is not None:
+        if ray_address is None:
+            raise click.BadParameter("needs --ray [ADDRESS]", param_hint="--num-shards")
+        if shard is not None:
+            raise click.BadParameter("--ray makes the shards itself; leave --shard out", param_hint="--shard")
+        from .cache import open_cache
+        from .distributed import ray_embed
+
+        shards_done: list[dict] = []
+        path = ray_embed(dataset, data_dir or default_data_dir(dataset), num_shards, address=ray_address,
+                         output=output, cache_dir=cache_dir, backbone=backbone, weights=weights,
+                         random_init=random_init, pooling=pooling, max_length=max_length, precision=precision,
+                         batch_size=batch_size, workers=workers, split_seed=split_seed, split_mode=split_mode,
+                         on_error=on_error, force=force, dataset_options=options, device=device,
+                         wait_lock=wait_lock, on_shard_done=shards_done.append)
+        if not shards_done:
+            console.print(f"cache up to date: [bold]{path}[/] (same inputs; --force rebuilds)")
+            return
+        c = open_cache(path)
+        console.print(f"cache written: [bold]{path}[/] ({len(shards_done)} shards merged; "
+                      f"{', '.join(f'{s} {c.shapes[s][0]}' for s in c.splits)} rows; "
+                      f"{sum(s['resumed_rows'] > 0 for s in shards_done)} resumed)")
+        return
     with _progress("rows") as bar:
         tasks: dict[str, int] = {}
         import time as _t
@@ -489,6 +517,32 @@ def cache_info_cmd(path, as_json):
         for k in sorted(fields):
             ft.add_row(k, _fmt(fields[k]))
         console.print(ft)
+
+
+@cache_group.command("merge")
+@click.argument("shards", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--output", "-o", type=click.Path(path_type=Path), default=None,
+              help="merged cache file [default: the shards' file name without .shard-i-of-n]")
+@click.option("--force", is_flag=True, help="overwrite an output that was made from other inputs")
+@click.option("--remove-shards", is_flag=True, help="delete the shard files after a successful merge")
+@friendly
+def cache_merge_cmd(shards, output, force, remove_shards):
+    """Join the shard files of `mlhead embed --shard i/n` (all n, any order) into the file one run writes."""
+    from .cache import open_cache
+    from .shards import merge_shards
+
+    with _progress("rows") as bar:
+        tasks: dict[str, int] = {}
+
+        def progress(split, done, total):
+            if split not in tasks:
+                tasks[split] = bar.add_task(f"merge {split}", total=total, completed=done, rate="")
+            bar.update(tasks[split], completed=done)
+
+        path = merge_shards(shards, output, force=force, remove=remove_shards, progress=progress)
+    c = open_cache(path)
+    console.print(f"merged {len(shards)} shard(s) into [bold]{path}[/] "
+                  f"({', '.join(f'{s} {c.shapes[s][0]}' for s in c.splits)} rows)")
 
 
 @cache_group.command("verify")
