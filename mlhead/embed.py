@@ -220,7 +220,7 @@ def embed(dataset: str, data_dir, cache_dir="cache", backbone: str | None = None
     path = Path(output) if output else cache_path(Path(cache_dir), data.cache_name or dataset,
                                                   bb.name if bb else "none", shard)
     path.parent.mkdir(parents=True, exist_ok=True)
-    attrs = {"dataset": dataset, "backbone": bb.name if bb else "none",
+    attrs = {"dataset": data.cache_name or dataset, "backbone": bb.name if bb else "none",
              "weights_sha256": bb.weights_sha256 if bb else "", "preprocessing": bb.preprocessing if bb else {},
              "split_mode": data.split_mode, "split_seed": -1 if data.split_seed is None else data.split_seed,
              "precision": prec, "modality": data.modality, "dataset_options": data.options,
