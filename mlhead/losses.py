@@ -415,6 +415,15 @@ def _masked_logsumexp(x: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
     return torch.where(has_any, lse, torch.zeros((), dtype=x.dtype, device=x.device)), has_any
 
 
+def _log_pair_sum(z: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+    """``log sum_{i pos, j neg} exp(s_j - s_i)`` per example (= logsumexp_neg s + logsumexp_pos -s) and
+    a mask of the examples that have at least one (positive, negative) pair. Shapes ``z.shape[:-1]``."""
+    pos = y > 0.5
+    lse_neg, has_neg = _masked_logsumexp(z, ~pos)
+    lse_pos, has_pos = _masked_logsumexp(-z, pos)
+    return lse_neg + lse_pos, has_neg & has_pos
+
+
 def _logsumexp_with_zero(x: Tensor) -> Tensor:
     """``log(1 + sum_i exp(x_i))`` over the last dim, as logsumexp with an appended zero logit."""
     zero = torch.zeros(x.shape[:-1] + (1,), dtype=x.dtype, device=x.device)
@@ -742,10 +751,8 @@ class BPMLLLoss(Loss):
     SOFT_TARGETS = False
 
     def _loss(self, z: Tensor, y: Tensor) -> Tensor:
-        pos = y > 0.5
-        lse_neg, has_neg = _masked_logsumexp(z, ~pos)
-        lse_pos, has_pos = _masked_logsumexp(-z, pos)
-        return torch.where(has_neg & has_pos, lse_neg + lse_pos, 0).mean(-1)
+        log_pairs, valid = _log_pair_sum(z, y)
+        return torch.where(valid, log_pairs, 0).mean(-1)
 
 
 @register("lsep")
@@ -762,10 +769,8 @@ class LSEPLoss(Loss):
     SOFT_TARGETS = False
 
     def _loss(self, z: Tensor, y: Tensor) -> Tensor:
-        pos = y > 0.5
-        lse_neg, has_neg = _masked_logsumexp(z, ~pos)
-        lse_pos, has_pos = _masked_logsumexp(-z, pos)
-        return torch.where(has_neg & has_pos, F.softplus(lse_neg + lse_pos), 0).mean(-1)
+        log_pairs, valid = _log_pair_sum(z, y)
+        return torch.where(valid, F.softplus(log_pairs), 0).mean(-1)
 
 
 # --------------------------------------------------------------------------------------------
