@@ -122,17 +122,18 @@ class Cache:
     def fingerprint(self) -> str:
         return self.attrs.get("fingerprint", "")
 
-    def load(self, split: str) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
+    def load(self, split: str, dtype: torch.dtype = torch.float32) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
         """Load one split into memory.
 
-        Returns ``(embeddings float32 N x D, labels uint8 N x C, ids list[str])``.
+        Returns ``(embeddings N x D in dtype (float32 by default), labels uint8 N x C, ids list[str])``.
+        The stored float16 is converted straight to ``dtype`` (no float32 copy for bf16 training).
         Raises :class:`CacheError` naming the split and the splits available.
         """
         if split not in self.splits:
             raise CacheError(f"{self.path}: no split {split!r}; splits: {', '.join(self.splits)}")
         with h5py.File(self.path, "r") as f:
             g = f[split]
-            emb = torch.from_numpy(g["embeddings"][...].astype(np.float32))
+            emb = torch.from_numpy(g["embeddings"][...]).to(dtype)
             lab = torch.from_numpy(g["labels"][...].astype(LABEL_DTYPE))
             ids = [s.decode() if isinstance(s, bytes) else str(s) for s in g["ids"][...]]
         return emb, lab, ids

@@ -174,10 +174,11 @@ def fit(cache_path, specs: list[RunSpec], cfg: FitConfig | None = None, runs_dir
     cache = open_cache(cache_path)
     dev = resolve_device(cfg.device)
     prec = resolve_precision(cfg.precision, dev)
-    Xtr, Ytr, _ = cache.load("train")
-    Xva, Yva, _ = cache.load("val") if "val" in cache.splits else (None, None, None)
-    if Xva is None:
+    if "val" not in cache.splits:
         raise ValueError(f"{cache.path}: no val split to select the best epoch on")
+    store = torch.float32 if prec == "fp32" or cfg.standardize else dtype_of(prec)
+    Xtr, Ytr, _ = cache.load("train", store)
+    Xva, Yva, _ = cache.load("val", store)
     scaling = {}
     if cfg.standardize:  # z-score with train statistics; stored with each head so eval applies it
         mean, std = Xtr.mean(0), Xtr.std(0)
@@ -185,7 +186,7 @@ def fit(cache_path, specs: list[RunSpec], cfg: FitConfig | None = None, runs_dir
         Xtr, Xva = (Xtr - mean) / std, (Xva - mean) / std
         scaling = {"input_mean": mean.contiguous(), "input_std": std.contiguous()}
     store = torch.float32 if prec == "fp32" else dtype_of(prec)
-    Xtr, Xva = Xtr.to(dev, store), Xva.to(dev, store)
+    Xtr, Xva = Xtr.to(dev, store), Xva.to(dev, store)  # no copy when already there
     Ytr_f, Yva_f = Ytr.to(dev, torch.float32), Yva.to(dev, torch.float32)
     yva_np = Yva.numpy()
     N, D = Xtr.shape
