@@ -325,7 +325,7 @@ def _embed_split(writer, split, examples, data, bb, dev, prec, batch_size, worke
         return
     todo = examples[start:]
     labels = data.multi_hot(split)[shard_slice(len(data.splits[split]), _shard_of(writer))][start:]
-    rows = _ImageRows(todo, bb.transform) if bb.modality == "image" else _TextRows(todo)
+    rows = _ImageRows(todo, bb.uint8_transform or bb.transform) if bb.modality == "image" else _TextRows(todo)
     n_workers = (min(2, os.cpu_count() or 1) if dev.type == "cuda" else 1) if workers is None else workers
     if bb.modality == "text":
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
