@@ -123,6 +123,8 @@ def _parse_shard(value: str | None):
 @click.option("--id-column", default=None, help="table: id column")
 @click.option("--classes", default=None, help="table: comma-separated class list")
 @click.option("--name", "mulan_name", default=None, help="mulan: benchmark name (emotions, scene, ...)")
+@click.option("--dataset-option", "-D", "dataset_opts", multiple=True,
+              help="other loader option KEY=VALUE (e.g. -D file=keras_arxiv_data_sample1000.csv; see `mlhead datasets`)")
 @click.option("--on-error", type=click.Choice(["raise", "skip"]), default="raise", show_default=True,
               help="bad rows (corrupt image, empty text, bad label): stop with an error, or skip and count them")
 @click.option("--force", is_flag=True, help="rebuild even if a cache (or an interrupted one) with other inputs exists")
@@ -137,7 +139,8 @@ def _parse_shard(value: str | None):
 @friendly
 def embed(dataset, data_dir, cache_dir, output, backbone, weights, random_init, pooling, max_length, precision,
           batch_size, workers, split_seed, split_mode, labels_mode, voc_difficult, text_column, image_column,
-          labels_column, label_sep, split_column, id_column, classes, mulan_name, on_error, force, wait_lock,
+          labels_column, label_sep, split_column, id_column, classes, mulan_name, dataset_opts, on_error, force,
+          wait_lock,
           shard, ray_address, num_shards, device):
     """Stage one: run the frozen backbone once over every split and cache the embeddings (HDF5)."""
     from .datasets import default_data_dir
@@ -147,6 +150,15 @@ def embed(dataset, data_dir, cache_dir, output, backbone, weights, random_init, 
                                      image_column=image_column, labels_column=labels_column, label_sep=label_sep,
                                      split_column=split_column, id_column=id_column, classes=classes,
                                      name=mulan_name).items() if v is not None}
+    for item in dataset_opts:
+        if "=" not in item:
+            raise click.BadParameter(f"{item!r}: expected KEY=VALUE", param_hint="--dataset-option")
+        k, v = item.split("=", 1)
+        try:  # true/false/numbers as JSON; anything else stays a string
+            options[k.strip().replace("-", "_")] = json.loads(v.strip().lower() if v.strip().lower()
+                                                             in ("true", "false") else v)
+        except json.JSONDecodeError:
+            options[k.strip().replace("-", "_")] = v
     if ray_address is not None or num_shards is not None:
         if ray_address is None:
             raise click.BadParameter("needs --ray [ADDRESS]", param_hint="--num-shards")

@@ -63,3 +63,12 @@ def test_no_weights_offline_says_how(tmp_path, image_table, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     fails(["embed", "--dataset", "table", "--data-dir", image_table, "--image-column", "image",
            "--backbone", "mobilenetv2_100", "--cache-dir", tmp_path], "--weights PATH", "offline")
+
+
+def test_dataset_option_reaches_the_loader(tmp_path, text_table, tiny_text_model):
+    res = CliRunner().invoke(main, ["embed", "--dataset", "table", "--data-dir", str(text_table), "--text-column",
+                                    "text", "-D", "classes=cat,dog", "--backbone", str(tiny_text_model),
+                                    "--random-init", "--cache-dir", str(tmp_path), "--workers", "0"])
+    # labels outside the given class list are an error naming the row: the option reached the loader
+    assert res.exit_code == 2 and "unknown label 'bird'" in res.output
+    fails(["embed", "--dataset", "table", "--data-dir", text_table, "-D", "nokeyvalue"], "KEY=VALUE")
