@@ -202,7 +202,7 @@ class Arxiv2020(DatasetLoader):
 
     Differs from the paper: the paper used 26,558 papers / 155 categories drawn from the full
     1.7M-record metadata with an unknown selection rule and split; this loader uses whatever
-    file it is given, all rows (optionally dropping exact duplicate texts, ``--dedupe``), all
+    file it is given, all rows (optionally dropping exact duplicate texts, ``-D dedupe=true``), all
     categories occurring in it.
     """
 
@@ -210,7 +210,7 @@ class Arxiv2020(DatasetLoader):
     default_backbone = "distilbert-base-uncased"
     layout = ("<data-dir>/arxiv-metadata-oai-snapshot.json (Kaggle JSON lines: id,title,abstract,categories "
               "space-separated) or a CSV with those columns, and/or the Keras CSV titles,summaries,terms "
-              "(terms a Python list literal); --data-dir may name the file; --file picks one of several")
+              "(terms a Python list literal); --data-dir may name the file; -D file=NAME picks one of several")
     split_doc = "seeded 60/20/20 permutation (--split-seed, default 44) or --split-mode paper-contiguous"
     OPTIONS = {
         "file": (None, "file inside --data-dir to use when it holds several (default: the metadata-format file)"),
@@ -257,7 +257,7 @@ class Arxiv2020(DatasetLoader):
             notes.append(f"{len(skipped)} bad rows skipped")
         if n_dup_text:
             notes.append(f"{n_dup_text} rows repeat an earlier row's text"
-                         + (f"; {n_dropped} dropped (--dedupe)" if dedupe else " (kept; --dedupe drops them)"))
+                         + (f"; {n_dropped} dropped (-D dedupe=true)" if dedupe else " (kept; -D dedupe=true drops them)"))
         if n_float_ids:
             notes.append(f"{n_float_ids} ids look like floats (e.g. 704.0001: the CSV flattening dropped "
                          "leading/trailing zeros); kept verbatim")

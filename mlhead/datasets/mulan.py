@@ -300,7 +300,7 @@ class Mulan(DatasetLoader):
     in the XML label file (``<label name="..."/>``, any nesting), matched BY NAME, in XML order, wherever
     they are among the attributes; a label attribute must be nominal with value ``1`` (positive) or
     numeric 0/1. Features = all other attributes in file order, float32: numeric as is; nominal
-    (``--nominal``) ``index`` (default; the value's position in the declaration, so D equals the MULAN
+    (``-D nominal=...``) ``index`` (default; the value's position in the declaration, so D equals the MULAN
     attribute count, e.g. genbase 1,186 including its protein-accession attribute) or ``onehot``
     (nominal attributes with more than 2 values become one 0/1 column per value). Missing values
     (``?``) are bad rows (``--on-error``). Ids: ``<file stem>:<row>`` (0-based data row of the file).
@@ -325,7 +325,7 @@ class Mulan(DatasetLoader):
 
     def load(self, data_dir, split_seed=44, split_mode="random", on_error="raise", name=None, nominal="index", **_):
         if nominal not in NOMINAL_MODES:
-            raise DatasetError(f"mulan: --nominal {nominal!r} invalid; valid: {', '.join(NOMINAL_MODES)}")
+            raise DatasetError(f"mulan: -D nominal={nominal!r} invalid; valid: {', '.join(NOMINAL_MODES)}")
         folder = find_dataset_dir(Path(data_dir), name)
         xml, parts = find_files(folder)
         label_names = read_label_names(xml)

@@ -91,14 +91,14 @@ class Voc2007(DatasetLoader):
     Layout (``--data-dir`` = the folder holding ``VOC2007/``, ``VOCdevkit/VOC2007/``, or ``VOC2007/``
     itself)::
 
-        VOC2007/Annotations/<id>.xml      # XML labels (used when present; --source xml)
+        VOC2007/Annotations/<id>.xml      # XML labels (used when present; -D source=xml)
         VOC2007/JPEGImages/<id>.jpg
         VOC2007/ImageSets/Main/trainval.txt, test.txt
-        VOC2007/ImageSets/Main/<class>_{trainval,test}.txt   # "<id> <1|-1|0>" (--source lists)
+        VOC2007/ImageSets/Main/<class>_{trainval,test}.txt   # "<id> <1|-1|0>" (-D source=lists)
 
     Labels: with ``Annotations/``, an image is positive for a class when it has an object of that
     class; otherwise the official per-class lists are read (1 present, -1 absent, 0 only difficult
-    objects). ``--source auto|xml|lists`` forces one. Input = ``JPEGImages/<id>.jpg``. The loader
+    objects). ``-D source=auto|xml|lists`` forces one. Input = ``JPEGImages/<id>.jpg``. The loader
     only checks that image files exist (a corrupt or truncated JPEG, such as 000001.jpg in the
     shared 5-image sample, is the embed stage's ``--on-error`` business). Without ``JPEGImages/``
     (the shared copy has only the lists) loading raises DatasetError unless ``labels_only=True``,
@@ -147,7 +147,7 @@ class Voc2007(DatasetLoader):
             raise DatasetError(f"voc2007: --voc-difficult {voc_difficult!r} invalid; valid: "
                                f"{', '.join(DIFFICULT_POLICIES)}")
         if source not in SOURCES:
-            raise DatasetError(f"voc2007: --source {source!r} invalid; valid: {', '.join(SOURCES)}")
+            raise DatasetError(f"voc2007: -D source={source!r} invalid; valid: {', '.join(SOURCES)}")
         labels_only = _truthy(labels_only)
         if not data_dir.is_dir():
             raise DatasetError(f"voc2007: data directory not found: {data_dir}")
