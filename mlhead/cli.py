@@ -617,7 +617,9 @@ def reproduce_table2(cache_path, protocol, seeds, epochs, threshold, betas, etas
     heat = R.plot_heatmap(res["grid_records"], "weighted_f1", out_dir / f"{stem}-heatmap", split="val",
                           loss="sigmoidf1")
     md = (f"### {res['dataset']} ({res['backbone']}), protocol `{protocol}`\n\n"
-          f"Command: `mlhead reproduce table2 --cache {cache_path} --protocol {protocol} --seeds {seeds}`; "
+          f"Command: `mlhead reproduce table2 --cache {cache_path} --protocol {protocol} --seeds {seeds}"
+          f"{f' --epochs {epochs}' if epochs is not None else ''}{f' --threshold {threshold:g}' if threshold is not None else ''}"
+          f" --beta {betas} --eta {etas}`; "
           f"{res['epochs']} epochs, rule `{res['table'].rule}`, sigmoidF1 beta={res['beta']:g} eta={res['eta']:g} "
           f"(best val weighted_f1 of the grid); wall time {res['seconds'] / 60:.1f} min "
           f"(grid {res['grid_seconds'] / 60:.1f} min).\n\n{res['table'].to_markdown()}\n\n"
