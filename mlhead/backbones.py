@@ -79,13 +79,17 @@ class Backbone:
     mean_std: tuple | None = None
 
     def prepare(self, batch: torch.Tensor) -> torch.Tensor:
-        """uint8 B x C x H x W from ``uint8_transform`` -> float, /255, (x - mean) / std (as ToTensor +
-        Normalize would per image). A float batch (from ``transform``) passes through."""
+        """uint8 B x C x H x W from ``uint8_transform`` -> float32 B x C x H x W (channels_last memory),
+        /255, (x - mean) / std, as ToTensor + Normalize would per image. A float batch (from
+        ``transform``) passes through."""
         if self.mean_std is None or batch.is_floating_point():
             return batch
         mean, std = (torch.tensor(v, dtype=torch.float32, device=batch.device).view(1, -1, 1, 1)
                      for v in self.mean_std)
-        return (batch.float().div_(255) - mean) / std
+        # channels_last while still uint8 (4x less to move), then the same fp32 ops in place: the
+        # values are bit-identical to (x.float() / 255 - mean) / std in NCHW, with one fp32 buffer.
+        x = batch.contiguous(memory_format=torch.channels_last).float()
+        return x.div_(255).sub_(mean).div_(std)
 
     def to(self, device: torch.device) -> "Backbone":
         self.model.to(device)

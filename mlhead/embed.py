@@ -245,9 +245,7 @@ def embed(dataset: str, data_dir, cache_dir="cache", backbone: str | None = None
                 _write_features(writer, data, shard, progress)
             else:
                 bb.to(dev)
-                for split, examples in slices.items():
-                    _embed_split(writer, split, examples, data, bb, dev, prec, batch_size, workers, on_error,
-                                 progress, consumed)
+                _embed_splits(writer, slices, data, bb, dev, prec, batch_size, workers, on_error, progress, consumed)
         finally:
             writer.close()  # whatever stopped us (error, Ctrl-C), every appended batch is kept
         processed = sum(writer.consumed(s) for s in slices) - start_consumed
@@ -316,25 +314,43 @@ def _write_features(writer: CacheWriter, data: LoadedDataset, shard, progress) -
                 progress(split, min(i + 4096, len(ids)), len(ids))
 
 
-def _embed_split(writer, split, examples, data, bb, dev, prec, batch_size, workers, on_error, progress, counter):
-    start = writer.consumed(split)
-    total = len(examples)
+def _plan(writer: CacheWriter, slices: dict, batch_size: int) -> tuple[list, list[tuple[str, list[int]]]]:
+    """The rows still to embed (every split's rows from its resume point, split after split) and the
+    batches over them: ``(split, row indices)``, ``batch_size`` rows each, never straddling a split, so a
+    resumed run feeds the backbone exactly the batches an uninterrupted run does."""
+    todo, batches = [], []
+    for split, examples in slices.items():
+        base, rest = len(todo), examples[writer.consumed(split):]
+        todo.extend(rest)
+        batches += [(split, list(range(base + i, base + min(i + batch_size, len(rest)))))
+                    for i in range(0, len(rest), batch_size)]
+    return todo, batches
+
+
+def _embed_splits(writer, slices, data, bb, dev, prec, batch_size, workers, on_error, progress, counter):
+    """Embed the remaining rows of every split with one DataLoader, so decoding runs ahead across split
+    boundaries (the workers start once and the pipeline never drains between splits)."""
+    shard = _shard_of(writer)
+    done = {s: writer.consumed(s) for s in slices}
     if progress:
-        progress(split, start, total)
-    if start >= total:
+        for split, examples in slices.items():
+            progress(split, done[split], len(examples))
+    todo, batches = _plan(writer, slices, batch_size)
+    if not batches:
         return
-    todo = examples[start:]
-    labels = data.multi_hot(split)[shard_slice(len(data.splits[split]), _shard_of(writer))][start:]
+    first = {}  # split -> index in ``todo`` of its first remaining row
+    for split, idx in batches:
+        first.setdefault(split, idx[0])
+    labels = {s: data.multi_hot(s)[shard_slice(len(data.splits[s]), shard)][done[s]:] for s in first}
     rows = _ImageRows(todo, bb.uint8_transform or bb.transform) if bb.modality == "image" else _TextRows(todo)
     n_workers = (min(2, os.cpu_count() or 1) if dev.type == "cuda" else 1) if workers is None else workers
     if bb.modality == "text":
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    dl = DataLoader(rows, batch_size=batch_size, shuffle=False, num_workers=n_workers,
+    dl = DataLoader(rows, batch_sampler=[idx for _, idx in batches], num_workers=n_workers,
                     collate_fn=_collate(bb.tokenize if bb.modality == "text" else None),
                     pin_memory=dev.type == "cuda", persistent_workers=False,
                     prefetch_factor=4 if n_workers else None)
-    done = start
-    for idx, batch, errors in dl:
+    for (split, _), (idx, batch, errors) in zip(batches, dl):
         bad = []
         for i, err in errors.items():
             ex = todo[i]
@@ -348,14 +364,15 @@ def _embed_split(writer, split, examples, data, bb, dev, prec, batch_size, worke
                 emb = bb.encode(_to_device(batch, dev))
             emb_np = emb.float().cpu().numpy()
             if not np.isfinite(emb_np).all():
-                raise FloatingPointError(f"non-finite embeddings in {split} rows {done}..{done + len(idx)}; "
+                raise FloatingPointError(f"non-finite embeddings in {split} rows {done[split]}..{done[split] + len(idx)}; "
                                          "try --precision fp32")
         else:
             emb_np = np.zeros((0, bb.dim), np.float32)
-        writer.append(split, emb_np, labels[keep], [todo[i].id for i in keep], skipped=bad)
-        done += len(idx)
+        writer.append(split, emb_np, labels[split][[i - first[split] for i in keep]], [todo[i].id for i in keep],
+                      skipped=bad)
+        done[split] += len(idx)
         if progress:
-            progress(split, done, total)
+            progress(split, done[split], len(slices[split]))
         counter.tick()
 
 
