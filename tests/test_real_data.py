@@ -131,3 +131,26 @@ def test_eval_metrics_recomputed_with_sklearn_from_saved_head(tmp_path):
     assert doc["metrics"]["macro_precision"] == pytest.approx(
         100 * precision_score(y, pred, average="macro", zero_division=0), abs=1e-6)
     assert doc["metrics"]["map"] == pytest.approx(100 * average_precision_score(y, p, average="macro"), abs=1e-4)
+
+
+def test_bench_embed_smoke_on_real_inputs(tmp_path):
+    """bench/bench_embed.py runs end to end on real posters and arXiv texts (random-init backbones,
+    a few rows) and writes one row per modality with one ratio per round."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    shared_path("data", "movieposters")
+    shared_path("data", "arxiv")
+    out = tmp_path / "embed.json"
+    root = Path(__file__).resolve().parents[1]
+    proc = subprocess.run([sys.executable, str(root / "bench" / "bench_embed.py"), "--n", "24", "--text-n", "12",
+                           "--batch-size", "8", "--random-init", "--repeat", "2", "--workers", "0",
+                           "--json", str(out)], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    doc = json.loads(out.read_text())
+    assert [r["what"].split()[0] for r in doc["results"]] == ["images", "texts"]
+    for r in doc["results"]:
+        assert r["rounds"] == 2 and len(r["ratios_loop_vs_pure"]) == 2
+        assert r["rows"] > 0 and r["pure_forward_rows_s"] > 0
+        assert r["ratio_loop_vs_pure"] in r["ratios_loop_vs_pure"]
