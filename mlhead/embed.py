@@ -332,12 +332,21 @@ def _embed_splits(writer, slices, data, bb, dev, prec, batch_size, workers, on_e
     boundaries (the workers start once and the pipeline never drains between splits)."""
     shard = _shard_of(writer)
     done = {s: writer.consumed(s) for s in slices}
-    if progress:
-        for split, examples in slices.items():
-            progress(split, done[split], len(examples))
     todo, batches = _plan(writer, slices, batch_size)
+    announced = set()
+
+    def announce(split):  # the first progress call of a split: before its first batch (or now, if none)
+        if progress and split not in announced:
+            progress(split, done[split], len(slices[split]))
+        announced.add(split)
+
+    pending = {s for s, _ in batches}
+    for split in slices:
+        if split not in pending:
+            announce(split)
     if not batches:
         return
+    announce(batches[0][0])
     first = {}  # split -> index in ``todo`` of its first remaining row
     for split, idx in batches:
         first.setdefault(split, idx[0])
@@ -351,6 +360,7 @@ def _embed_splits(writer, slices, data, bb, dev, prec, batch_size, workers, on_e
                     pin_memory=dev.type == "cuda", persistent_workers=False,
                     prefetch_factor=4 if n_workers else None)
     for (split, _), (idx, batch, errors) in zip(batches, dl):
+        announce(split)
         bad = []
         for i, err in errors.items():
             ex = todo[i]

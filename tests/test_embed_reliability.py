@@ -208,6 +208,26 @@ def test_interrupt_flushes_and_resume_matches_text(tmp_path, tiny_text_model):
     assert_same_cache(res.path, ref.path)
 
 
+def test_progress_per_split_with_one_loader_and_resume(tmp_path, tiny_text_model):
+    """One DataLoader serves every split, but progress stays per split: each split's first call comes
+    before its own first batch (done = resumed rows), then one call per batch, ending at the split's
+    size; the batches never straddle splits (a resume mid-train gives the clean run's file)."""
+    from mlhead.embed import embed
+
+    table = text_table(tmp_path, 20)  # 12 / 4 / 4 rows; batches of 5: train 5+5+2, val 4, test 4
+    kw = dict(backbone=str(tiny_text_model), random_init=True, precision="fp32", batch_size=5, workers=1,
+              dataset_options={"text_column": "text", "id_column": "id"})
+    with pytest.raises(KeyboardInterrupt):
+        embed("table", table, tmp_path / "a", stop_after_batches=1, **kw)
+    calls = []
+    res = embed("table", table, tmp_path / "a", progress=lambda *c: calls.append(c), **kw)
+    assert res.resumed_rows == 5
+    assert calls == [("train", 5, 12), ("train", 10, 12), ("train", 12, 12), ("val", 0, 4), ("val", 4, 4),
+                     ("test", 0, 4), ("test", 4, 4)]
+    ref = embed("table", table, tmp_path / "b", **kw)
+    assert_same_cache(res.path, ref.path)
+
+
 def test_cli_fit_refuses_incomplete_cache(tmp_path):
     from mlhead.embed import embed
 
