@@ -58,7 +58,8 @@ def sha256_of(path: Path | None) -> str:
 class Backbone:
     """A frozen encoder. ``encode(batch)`` maps a collated batch to float32 embeddings B x D.
 
-    image: batch = float tensor B x 3 x H x W produced by ``transform`` (PIL image -> tensor).
+    image: batch = uint8 B x H x W x 3 from ``uint8_transform`` (normalised by :meth:`prepare`), or
+    float B x 3 x H x W from ``transform`` (PIL image -> tensor).
     text: batch = dict of token tensors produced by ``tokenize(list[str])``.
     """
 
@@ -73,22 +74,23 @@ class Backbone:
     pooling: str = "avg"
     normalize: bool = False
     extra: dict = field(default_factory=dict)
-    #: image: PIL -> uint8 C x H x W (resize/crop only), run in the DataLoader workers; the batch is then
-    #: scaled and normalised in the main process by :meth:`prepare` (4x less worker->main traffic).
+    #: image: PIL -> uint8 H x W x C (resize/crop only), run in the DataLoader workers; the batch is then
+    #: scaled and normalised in the main process by :meth:`prepare` (4x less worker->main traffic, and
+    #: HWC is already the channels_last layout the CNN runs in).
     uint8_transform: Callable | None = None
     mean_std: tuple | None = None
 
     def prepare(self, batch: torch.Tensor) -> torch.Tensor:
-        """uint8 B x C x H x W from ``uint8_transform`` -> float32 B x C x H x W (channels_last memory),
-        /255, (x - mean) / std, as ToTensor + Normalize would per image. A float batch (from
+        """uint8 B x H x W x C from ``uint8_transform`` (collated) -> float32 B x C x H x W in
+        channels_last memory: /255, then (x - mean) / std, as ToTensor + Normalize would per image, with
+        bit-identical values. The B x C x H x W view of the HWC batch is already channels_last, so no
+        layout copy is made; the fp32 ops run in place on one buffer. A float batch (from
         ``transform``) passes through."""
         if self.mean_std is None or batch.is_floating_point():
             return batch
         mean, std = (torch.tensor(v, dtype=torch.float32, device=batch.device).view(1, -1, 1, 1)
                      for v in self.mean_std)
-        # channels_last while still uint8 (4x less to move), then the same fp32 ops in place: the
-        # values are bit-identical to (x.float() / 255 - mean) / std in NCHW, with one fp32 buffer.
-        x = batch.contiguous(memory_format=torch.channels_last).float()
+        x = batch.permute(0, 3, 1, 2).float()  # preserve_format: stays channels_last
         return x.div_(255).sub_(mean).div_(std)
 
     def to(self, device: torch.device) -> "Backbone":
@@ -206,7 +208,7 @@ def timm_backbone(arch: str, weights: Path | None = None, random_init: bool = Fa
 
 def _split_uint8(transform) -> tuple[Callable | None, tuple | None]:
     """Split timm's eval Compose [..geometric.., (Maybe)ToTensor, Normalize] into the geometric part +
-    PILToTensor (uint8) and the Normalize mean/std; (None, None) for any other layout."""
+    :class:`PILToHWC` (uint8) and the Normalize mean/std; (None, None) for any other layout."""
     from torchvision import transforms as T
 
     steps = list(getattr(transform, "transforms", []))
@@ -215,7 +217,19 @@ def _split_uint8(transform) -> tuple[Callable | None, tuple | None]:
         return None, None
     norm = steps[-1]
     mean, std = (tuple(float(v) for v in torch.as_tensor(x).flatten()) for x in (norm.mean, norm.std))
-    return T.Compose(steps[:-2] + [T.PILToTensor()]), (mean, std)
+    return T.Compose(steps[:-2] + [PILToHWC()]), (mean, std)
+
+
+class PILToHWC:
+    """PIL image -> uint8 tensor H x W x C (the bytes PILToTensor gives, in their native HWC order)."""
+
+    def __call__(self, img) -> torch.Tensor:
+        import numpy as np
+
+        return torch.from_numpy(np.array(img, dtype=np.uint8, copy=True))
+
+    def __repr__(self) -> str:
+        return "PILToHWC()"
 
 
 # --------------------------------------------------------------------------------- transformers
