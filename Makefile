@@ -59,7 +59,7 @@ bench: install
 
 lint: install
 	$(PIP) install -q ruff
-	$(VENV)/bin/ruff check mlhead tests bench
+	$(VENV)/bin/ruff check --isolated --select F,E9 mlhead tests bench
 
 clean:
 	rm -rf cache runs .pytest_cache

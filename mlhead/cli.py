@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import functools
 import json
-import os
 import sys
 from pathlib import Path
 
@@ -110,7 +109,7 @@ def _parse_shard(value: str | None):
 @click.option("--max-length", type=int, default=256, show_default=True, help="text: max tokens")
 @click.option("--precision", type=click.Choice(["auto", "fp32", "bf16", "fp16"]), default="auto", show_default=True)
 @click.option("--batch-size", type=int, default=64, show_default=True)
-@click.option("--workers", type=int, default=None, help="DataLoader workers for decoding/tokenizing")
+@click.option("--workers", type=int, default=None, help="DataLoader worker processes for decoding/tokenizing [default: CUDA 2; CPU images 0 = each batch decoded here by every core between forward passes; CPU texts 1]")
 @click.option("--split-seed", type=int, default=44, show_default=True)
 @click.option("--split-mode", type=click.Choice(["random", "paper-contiguous"]), default="random", show_default=True)
 @click.option("--labels", "labels_mode", default=None, help="movieposters: altered (default) | original")
@@ -442,7 +441,7 @@ def report(runs, split, rule, group_by, metric_list, dataset, backbone, out_dir,
         written += R.plot_learning_curves([d / "history.csv" for d in runs], plots / "learning_curves",
                                           metrics=["micro_f1"], labels=labels)
     if per_class_run:
-        from .runs import load_config, predict
+        from .runs import predict
         from .metrics import DecisionRule, per_class, scores
 
         doc = json.loads((per_class_run / "metrics.json").read_text())

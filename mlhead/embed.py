@@ -67,10 +67,14 @@ class EmbedResult:
 
 
 class _ImageRows(Dataset):
-    """Decodes images in workers; a bad image yields its error string instead of a tensor."""
+    """Decodes images; a bad image yields its error string instead of a tensor.
 
-    def __init__(self, examples, transform):
-        self.examples, self.transform = examples, transform
+    ``threads`` > 1: a batch (``__getitems__``, which the DataLoader calls with a batch's indices) is
+    decoded by that many threads (PIL releases the GIL while decoding and resizing)."""
+
+    def __init__(self, examples, transform, threads: int = 1):
+        self.examples, self.transform, self.threads = examples, transform, threads
+        self._pool = None
 
     def __len__(self):
         return len(self.examples)
@@ -86,6 +90,20 @@ class _ImageRows(Dataset):
             return i, x, None
         except Exception as e:  # corrupt, truncated or missing file: reported by the main process
             return i, None, f"{type(e).__name__}: {e}"
+
+    def __getitems__(self, indices: list[int]) -> list:
+        if self.threads <= 1 or len(indices) < 2:
+            return [self[i] for i in indices]
+        if self._pool is None:
+            from concurrent.futures import ThreadPoolExecutor
+
+            self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="mlhead-decode")
+        return list(self._pool.map(self.__getitem__, indices))
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown()
+            self._pool = None
 
 
 class _TextRows(Dataset):
@@ -351,39 +369,66 @@ def _embed_splits(writer, slices, data, bb, dev, prec, batch_size, workers, on_e
     for split, idx in batches:
         first.setdefault(split, idx[0])
     labels = {s: data.multi_hot(s)[shard_slice(len(data.splits[s]), shard)][done[s]:] for s in first}
-    rows = _ImageRows(todo, bb.uint8_transform or bb.transform) if bb.modality == "image" else _TextRows(todo)
-    n_workers = (min(2, os.cpu_count() or 1) if dev.type == "cuda" else 1) if workers is None else workers
+    n_workers = default_workers(bb.modality, dev) if workers is None else workers
+    rows = _ImageRows(todo, bb.uint8_transform or bb.transform, threads=1 if n_workers else torch.get_num_threads()) \
+        if bb.modality == "image" else _TextRows(todo)  # in this process: decode a batch with every core
     if bb.modality == "text":
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     dl = DataLoader(rows, batch_sampler=[idx for _, idx in batches], num_workers=n_workers,
                     collate_fn=_collate(bb.tokenize if bb.modality == "text" else None),
                     pin_memory=dev.type == "cuda", persistent_workers=False,
                     prefetch_factor=4 if n_workers else None)
-    for (split, _), (idx, batch, errors) in zip(batches, dl):
-        announce(split)
-        bad = []
-        for i, err in errors.items():
-            ex = todo[i]
-            msg = f"{ex.where or ex.input}: {ex.input if bb.modality == 'image' else 'text'}: {err}"
-            if on_error == "raise":
-                raise DatasetError(msg + " (use --on-error skip to leave such rows out)")
-            bad.append({"id": ex.id, "where": ex.where, "error": err})
-        keep = [i for i in idx if i not in errors]
-        if keep:
-            with autocast(dev, prec):
-                emb = bb.encode(_to_device(batch, dev))
-            emb_np = emb.float().cpu().numpy()
-            if not np.isfinite(emb_np).all():
-                raise FloatingPointError(f"non-finite embeddings in {split} rows {done[split]}..{done[split] + len(idx)}; "
-                                         "try --precision fp32")
-        else:
-            emb_np = np.zeros((0, bb.dim), np.float32)
-        writer.append(split, emb_np, labels[split][[i - first[split] for i in keep]], [todo[i].id for i in keep],
-                      skipped=bad)
-        done[split] += len(idx)
-        if progress:
-            progress(split, done[split], len(slices[split]))
-        counter.tick()
+    try:
+        for (split, _), (idx, batch, errors) in zip(batches, dl):
+            announce(split)
+            bad = _bad_rows(errors, todo, bb.modality, on_error)
+            keep = [i for i in idx if i not in errors]
+            emb_np = _encode(bb, batch, dev, prec, f"{split} rows {done[split]}..{done[split] + len(idx)}") \
+                if keep else np.zeros((0, bb.dim), np.float32)
+            writer.append(split, emb_np, labels[split][[i - first[split] for i in keep]], [todo[i].id for i in keep],
+                          skipped=bad)
+            done[split] += len(idx)
+            if progress:
+                progress(split, done[split], len(slices[split]))
+            counter.tick()
+    finally:
+        if isinstance(rows, _ImageRows):
+            rows.close()
+
+
+def _bad_rows(errors: dict, todo: list, modality: str, on_error: str) -> list[dict]:
+    """Unreadable rows of a batch -> DatasetError naming file and row (``raise``) or skip records."""
+    bad = []
+    for i, err in errors.items():
+        ex = todo[i]
+        msg = f"{ex.where or ex.input}: {ex.input if modality == 'image' else 'text'}: {err}"
+        if on_error == "raise":
+            raise DatasetError(msg + " (use --on-error skip to leave such rows out)")
+        bad.append({"id": ex.id, "where": ex.where, "error": err})
+    return bad
+
+
+def _encode(bb: Backbone, batch, dev, prec: str, where: str) -> np.ndarray:
+    with autocast(dev, prec):
+        emb = bb.encode(_to_device(batch, dev))
+    emb_np = emb.float().cpu().numpy()
+    if not np.isfinite(emb_np).all():
+        raise FloatingPointError(f"non-finite embeddings in {where}; try --precision fp32")
+    return emb_np
+
+
+def default_workers(modality: str, dev: torch.device) -> int:
+    """DataLoader worker processes when ``--workers`` is not given.
+
+    CUDA: up to 2, so decoding overlaps with the GPU's forward pass. CPU, images: 0, i.e. each batch is
+    decoded in this process by ``torch.get_num_threads()`` threads between forward passes. The forward
+    pass already keeps every core busy, so a worker process only time-slices with it and stalls its
+    threads (measured on the 2-core machine of docs/performance.md: 78-81 images/s with one worker,
+    81-85 with serial single-thread decoding). CPU, texts: 1 (tokenizing is light; measured 0.93 of the
+    pure forward)."""
+    if dev.type == "cuda":
+        return min(2, os.cpu_count() or 1)
+    return 0 if modality == "image" else 1
 
 
 def _shard_of(writer: CacheWriter):

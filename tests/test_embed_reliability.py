@@ -432,6 +432,41 @@ def _bad_image_table(tmp_path, n=20, bad_at=(9,)):
     return write_csv(table, rows)
 
 
+def test_decode_threads_and_worker_processes_write_the_same_cache(tmp_path, monkeypatch):
+    """In-process decoding by 1 or 3 threads (CPU default: --workers 0, as many decode threads as torch
+    has) and a worker process give the same file byte for byte, bad-row skips included, in the input
+    order. (The forward pass keeps its own thread count: that one may change bf16/fp32 rounding.)"""
+    import torch
+
+    from mlhead.embed import embed
+
+    seen = []
+    real_pool = __import__("concurrent.futures", fromlist=["ThreadPoolExecutor"]).ThreadPoolExecutor
+
+    def pool(*args, **kw):
+        if kw.get("thread_name_prefix") == "mlhead-decode":
+            seen.append(args[0])
+        return real_pool(*args, **kw)
+
+    monkeypatch.setattr("concurrent.futures.ThreadPoolExecutor", pool)
+
+    table = _bad_image_table(tmp_path, n=20, bad_at=(3, 13))
+    kw = {"backbone": TINY_IMAGE_BACKBONE, "random_init": True, "precision": "fp32", "batch_size": 6,
+          "on_error": "skip", "dataset_options": {"image_column": "image", "id_column": "id"}}
+    paths = []
+    for name, n_threads, workers in (("t1", 1, 0), ("t3", 3, 0), ("w1", 3, 1)):
+        monkeypatch.setattr(torch, "get_num_threads", lambda n=n_threads: n)
+        paths.append(embed("table", table, tmp_path / name, workers=workers, **kw).path)
+    assert seen == [3]  # only the in-process run with 3 threads used a decode pool
+    for other in paths[1:]:
+        assert_same_cache(paths[0], other)
+    attrs = read_attrs(paths[0])
+    assert sorted(s["id"] for s in attrs["skipped"]) == ["im13", "im3"]
+    c = open_cache(paths[0])
+    ids = [i for s in c.splits for i in c.load(s)[2]]
+    assert sorted(ids) == sorted(f"im{i}" for i in range(20) if i not in (3, 13))
+
+
 def test_truncated_image_raises_and_keeps_existing_cache_and_partial(tmp_path):
     good = image_table(tmp_path / "good", 20)
     out = tmp_path / "cache" / "c.h5"
