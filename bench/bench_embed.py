@@ -14,9 +14,10 @@ Prints, side by side in one run (same process, same precision, same threads, sam
 and the ratio loop/pure (1.0 = the pipeline adds nothing to the forward pass).
 
 Each measure runs ``--repeat`` rounds (pure forward, then embed(), back to back); the table shows the
-round with the median ratio and every round's ratio, since this VM's speed drifts by +-10 % between runs.
+totals over all rounds (summed rows / summed seconds) and every round's own ratio, since this VM's
+speed drifts by 10-20 % over tens of seconds: many short rounds average that out.
 
-Run:  python bench/bench_embed.py [--n 1024] [--text-n 1024] [--batch-size 64] [--workers 2] [--repeat 3]
+Run:  python bench/bench_embed.py [--n 512] [--text-n 256] [--batch-size 64] [--workers 2] [--repeat 8]
                                   [--precision auto] [--device cpu] [--only image|text] [--json OUT]
 """
 
@@ -137,18 +138,26 @@ def bench_image(args, tmp: Path, dev, prec) -> dict:
 
 
 def _rounds(args, run_e, run_p) -> dict:
-    """``args.repeat`` rounds, each the pure forward then embed() back to back (so both see the same
-    machine state); the row reports the round with the median loop/pure ratio and lists every ratio."""
-    rows = []
+    """``args.repeat`` rounds, each the pure forward then embed() back to back, so each pair sees the same
+    machine state (this VM's speed drifts by 10-20 % over tens of seconds). The row reports the totals
+    over all rounds (rows / summed seconds, for embed and pure forward alike) and their ratio; every
+    round's own ratio is listed too."""
+    rounds = []
     for r in range(args.repeat):
         p = run_p()
         e = run_e()
-        rows.append(_row(e, p))
-        print(f"  round {r + 1}/{args.repeat}: embed loop {rows[-1]['embed_loop_rows_s']:.1f}/s, pure forward "
-              f"{rows[-1]['pure_forward_rows_s']:.1f}/s, loop/pure {rows[-1]['ratio_loop_vs_pure']:.2f}", flush=True)
-    ratios = [r["ratio_loop_vs_pure"] for r in rows]
-    median = sorted(rows, key=lambda r: r["ratio_loop_vs_pure"])[(len(rows) - 1) // 2]
-    return {**median, "rounds": len(rows), "ratios_loop_vs_pure": ratios}
+        rounds.append((e, p))
+        row = _row(e, p)
+        print(f"  round {r + 1}/{args.repeat}: embed loop {row['embed_loop_rows_s']:.1f}/s, pure forward "
+              f"{row['pure_forward_rows_s']:.1f}/s, loop/pure {row['ratio_loop_vs_pure']:.2f}", flush=True)
+    total = lambda key, ds: sum(d[key] for d in ds)  # noqa: E731
+    es, ps = [e for e, _ in rounds], [p for _, p in rounds]
+    e = {"rows": total("rows", es), "loop_s": total("loop_s", es), "end_to_end_s": total("end_to_end_s", es),
+         "skipped": total("skipped", es)}
+    e.update(loop_rows_s=e["rows"] / e["loop_s"], end_to_end_rows_s=e["rows"] / e["end_to_end_s"])
+    p = {"rows": total("rows", ps), "seconds": total("seconds", ps)}
+    p["rows_s"] = p["rows"] / p["seconds"]
+    return {**_row(e, p), "rounds": len(rounds), "ratios_loop_vs_pure": [_row(*x)["ratio_loop_vs_pure"] for x in rounds]}
 
 
 def bench_text(args, tmp: Path, dev, prec) -> dict:
@@ -185,13 +194,13 @@ def _row(e: dict, p: dict) -> dict:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--n", type=int, default=1024, help="posters to embed")
-    ap.add_argument("--text-n", type=int, default=1024, help="arXiv texts to embed")
+    ap.add_argument("--n", type=int, default=512, help="posters to embed per round")
+    ap.add_argument("--text-n", type=int, default=256, help="arXiv texts to embed per round")
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--workers", type=int, default=None, help="DataLoader workers [embed()'s default]")
     ap.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"])
     ap.add_argument("--device", default=None, help="cpu, cuda [default: cuda if available]")
-    ap.add_argument("--repeat", type=int, default=3, help="rounds of (pure forward, embed); the median is reported")
+    ap.add_argument("--repeat", type=int, default=8, help="rounds of (pure forward, embed); totals are reported")
     ap.add_argument("--max-length", type=int, default=256, help="text: max tokens")
     ap.add_argument("--only", choices=["image", "text"], default=None)
     ap.add_argument("--posters", default=str(SHARED / "data" / "movieposters"))
