@@ -208,7 +208,8 @@ def embed(dataset, data_dir, cache_dir, output, backbone, weights, random_init, 
     if res.up_to_date:
         console.print(f"cache up to date: [bold]{res.path}[/] (same inputs; --force rebuilds)")
         return
-    t = Table(title=f"cache written: {res.path}")
+    console.print(f"cache written: [bold]{res.path}[/]", highlight=False, soft_wrap=True)
+    t = Table()
     for col in ("split", "rows"):
         t.add_column(col)
     for s, n in res.rows.items():
