@@ -332,30 +332,33 @@ def _write_features(writer: CacheWriter, data: LoadedDataset, shard, progress) -
                 progress(split, min(i + 4096, len(ids)), len(ids))
 
 
-def _plan(writer: CacheWriter, slices: dict, batch_size: int) -> tuple[list, list[tuple[str, list[int]]]]:
-    """The rows still to embed (every split's rows from its resume point, split after split) and the
-    batches over them: ``(split, row indices)``, ``batch_size`` rows each, never straddling a split, so a
-    resumed run feeds the backbone exactly the batches an uninterrupted run does."""
-    todo, batches = [], []
+def _plan(writer: CacheWriter, slices: dict, data: LoadedDataset, batch_size: int) \
+        -> tuple[list, np.ndarray, list[tuple[str, list[int]]]]:
+    """The rows still to embed (every split's rows from its resume point, split after split), their
+    multi-hot labels (aligned with those rows) and the batches over them: ``(split, row indices)``,
+    ``batch_size`` rows each, never straddling a split, so a resumed run feeds the backbone exactly the
+    batches an uninterrupted run does."""
+    shard = _shard_of(writer)
+    todo, labels, batches = [], [], []
     for split, examples in slices.items():
-        base, rest = len(todo), examples[writer.consumed(split):]
+        start = writer.consumed(split)
+        base, rest = len(todo), examples[start:]
         todo.extend(rest)
+        labels.append(data.multi_hot(split)[shard_slice(len(data.splits[split]), shard)][start:])
         batches += [(split, list(range(base + i, base + min(i + batch_size, len(rest)))))
                     for i in range(0, len(rest), batch_size)]
-    return todo, batches
+    return todo, np.concatenate(labels) if labels else np.zeros((0, len(data.classes)), np.uint8), batches
 
 
 def _embed_splits(writer, slices, data, bb, dev, prec, batch_size, workers, on_error, progress, counter):
     """Embed the remaining rows of every split with one DataLoader, so decoding runs ahead across split
     boundaries (the workers start once and the pipeline never drains between splits)."""
-    shard = _shard_of(writer)
-    done = {s: writer.consumed(s) for s in slices}
-    todo, batches = _plan(writer, slices, batch_size)
+    todo, labels, batches = _plan(writer, slices, data, batch_size)
     announced = set()
 
     def announce(split):  # the first progress call of a split: before its first batch (or now, if none)
         if progress and split not in announced:
-            progress(split, done[split], len(slices[split]))
+            progress(split, writer.consumed(split), len(slices[split]))
         announced.add(split)
 
     pending = {s for s, _ in batches}
@@ -365,10 +368,6 @@ def _embed_splits(writer, slices, data, bb, dev, prec, batch_size, workers, on_e
     if not batches:
         return
     announce(batches[0][0])
-    first = {}  # split -> index in ``todo`` of its first remaining row
-    for split, idx in batches:
-        first.setdefault(split, idx[0])
-    labels = {s: data.multi_hot(s)[shard_slice(len(data.splits[s]), shard)][done[s]:] for s in first}
     n_workers = default_workers(bb.modality, dev) if workers is None else workers
     rows = _ImageRows(todo, bb.uint8_transform or bb.transform, threads=1 if n_workers else torch.get_num_threads()) \
         if bb.modality == "image" else _TextRows(todo)  # in this process: decode a batch with every core
@@ -383,13 +382,12 @@ def _embed_splits(writer, slices, data, bb, dev, prec, batch_size, workers, on_e
             announce(split)
             bad = _bad_rows(errors, todo, bb.modality, on_error)
             keep = [i for i in idx if i not in errors]
-            emb_np = _encode(bb, batch, dev, prec, f"{split} rows {done[split]}..{done[split] + len(idx)}") \
+            start = writer.consumed(split)
+            emb_np = _encode(bb, batch, dev, prec, f"{split} rows {start}..{start + len(idx)}") \
                 if keep else np.zeros((0, bb.dim), np.float32)
-            writer.append(split, emb_np, labels[split][[i - first[split] for i in keep]], [todo[i].id for i in keep],
-                          skipped=bad)
-            done[split] += len(idx)
+            writer.append(split, emb_np, labels[keep], [todo[i].id for i in keep], skipped=bad)
             if progress:
-                progress(split, done[split], len(slices[split]))
+                progress(split, writer.consumed(split), len(slices[split]))
             counter.tick()
     finally:
         if isinstance(rows, _ImageRows):
