@@ -11,6 +11,8 @@ them. ``random_init=True`` builds the architecture with random weights (tests, b
 
 from __future__ import annotations
 
+from .errors import BackboneError  # noqa: F401  (re-exported)
+
 import hashlib
 import json
 import os
@@ -25,8 +27,6 @@ BACKBONES: dict[str, Callable[..., "Backbone"]] = {}
 POOLINGS = ("mean", "cls")
 
 
-class BackboneError(RuntimeError):
-    """A backbone or its weights cannot be loaded (the message says how to fix it)."""
 
 
 def register(name: str):

@@ -29,6 +29,8 @@ recomputes its invariants and lists every problem.
 
 from __future__ import annotations
 
+from .errors import CacheError  # noqa: F401  (re-exported)
+
 import fcntl
 import hashlib
 import json
@@ -50,8 +52,6 @@ LABEL_DTYPE = np.uint8
 CHUNK_ROWS = 4096
 
 
-class CacheError(RuntimeError):
-    """A cache is missing, incomplete, stale, locked or malformed (message names the path)."""
 
 
 def library_versions() -> dict[str, str]:

@@ -9,6 +9,8 @@ A run directory holds ``config.json`` (every option, the cache path and fingerpr
 
 from __future__ import annotations
 
+from .errors import RunError  # noqa: F401  (re-exported)
+
 import csv
 import json
 import os
@@ -24,8 +26,6 @@ from .cache import CacheError, open_cache
 from .heads import MLPHead
 
 
-class RunError(RuntimeError):
-    """A run directory is missing, malformed, or paired with a different cache."""
 
 
 @dataclass

@@ -14,6 +14,8 @@ is an image path or a text), the input files (for the cache fingerprint) and not
 
 from __future__ import annotations
 
+from ..errors import DatasetError  # noqa: F401  (re-exported)
+
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,8 +29,6 @@ SPLIT_MODES = ("random", "paper-contiguous")
 LABEL_SEPARATORS = "|,;\t"
 
 
-class DatasetError(ValueError):
-    """Bad or missing dataset input; the message names the file and row."""
 
 
 @dataclass
