@@ -81,14 +81,7 @@ def _json_records(path: Path) -> Iterator[tuple[str, dict]]:
                 break
         fh.seek(0)
         if head == "[":
-            try:
-                data = json.load(fh)
-            except json.JSONDecodeError as e:
-                raise DatasetError(f"{path}:{e.lineno}: invalid JSON ({e.msg})") from None
-            for n, obj in enumerate(data):
-                if not isinstance(obj, dict):
-                    raise DatasetError(f"{path}: array item {n}: expected a JSON object")
-                yield f"{path}:item {n}", obj
+            yield from _json_array_records(path, fh)
             return
         for line, raw in enumerate(fh, start=1):
             if not raw.strip():
@@ -100,6 +93,18 @@ def _json_records(path: Path) -> Iterator[tuple[str, dict]]:
             if not isinstance(obj, dict):
                 raise DatasetError(f"{path}:{line}: expected a JSON object per line")
             yield f"{path}:{line}", obj
+
+
+def _json_array_records(path: Path, fh) -> Iterator[tuple[str, dict]]:
+    """(``file:item n``, object) of a JSON file holding one array of objects."""
+    try:
+        data = json.load(fh)
+    except json.JSONDecodeError as e:
+        raise DatasetError(f"{path}:{e.lineno}: invalid JSON ({e.msg})") from None
+    for n, obj in enumerate(data):
+        if not isinstance(obj, dict):
+            raise DatasetError(f"{path}: array item {n}: expected a JSON object")
+        yield f"{path}:item {n}", obj
 
 
 def _csv_records(path: Path) -> Iterator[tuple[str, dict]]:
@@ -160,21 +165,7 @@ def find_file(data_dir: Path, file: str | None) -> tuple[Path, str]:
     elif data_dir.is_file():
         path = data_dir
     elif data_dir.is_dir():
-        found = {METADATA: [], KERAS: []}
-        for p in sorted(data_dir.iterdir()):
-            if p.is_file() and p.suffix.lower() in SUFFIXES:
-                fmt = sniff_format(p)
-                if fmt:
-                    found[fmt].append(p)
-        kind = METADATA if found[METADATA] else KERAS
-        if not found[kind]:
-            raise DatasetError(f"arxiv2020: no arXiv metadata (id,title,abstract,categories) or Keras "
-                               f"(titles,summaries,terms) CSV/JSON file in {data_dir}")
-        if len(found[kind]) > 1:
-            names = ", ".join(p.name for p in found[kind])
-            raise DatasetError(f"arxiv2020: several {kind}-format files in {data_dir} ({names}); pick one "
-                               f"with --file")
-        return found[kind][0], kind
+        return _find_in_dir(data_dir)
     else:
         raise DatasetError(f"arxiv2020: data directory or file not found: {data_dir}")
     fmt = sniff_format(path)
@@ -182,6 +173,24 @@ def find_file(data_dir: Path, file: str | None) -> tuple[Path, str]:
         raise DatasetError(f"{path}: neither arXiv metadata (title, abstract, categories) nor Keras "
                            f"(titles, summaries, terms) format")
     return path, fmt
+
+
+def _find_in_dir(data_dir: Path) -> tuple[Path, str]:
+    """The single metadata-format file of ``data_dir`` (preferred), else its single Keras-format file."""
+    found = {METADATA: [], KERAS: []}
+    for p in sorted(data_dir.iterdir()):
+        fmt = sniff_format(p) if p.is_file() and p.suffix.lower() in SUFFIXES else None
+        if fmt:
+            found[fmt].append(p)
+    kind = METADATA if found[METADATA] else KERAS
+    if not found[kind]:
+        raise DatasetError(f"arxiv2020: no arXiv metadata (id,title,abstract,categories) or Keras "
+                           f"(titles,summaries,terms) CSV/JSON file in {data_dir}")
+    if len(found[kind]) > 1:
+        names = ", ".join(p.name for p in found[kind])
+        raise DatasetError(f"arxiv2020: several {kind}-format files in {data_dir} ({names}); pick one "
+                           f"with --file")
+    return found[kind][0], kind
 
 
 @register("arxiv2020")
@@ -220,7 +229,6 @@ class Arxiv2020(DatasetLoader):
     def load(self, data_dir, split_seed=44, split_mode="random", on_error="raise", file=None, dedupe=False, **_):
         path, fmt = find_file(Path(data_dir), file)
         dedupe = _truthy(dedupe)
-        title_f, abstract_f, labels_f = _FIELDS[fmt]
         records = _json_records(path) if _is_json(path) else _csv_records(path)
         examples, skipped, seen_ids, seen_text = [], [], set(), {}
         n_dup_text = n_dropped = n_float_ids = 0
@@ -228,13 +236,7 @@ class Arxiv2020(DatasetLoader):
             raw_id = row.get("id") if fmt == METADATA else None
             ex_id = str(raw_id).strip() if raw_id not in (None, "") else str(n)
             try:
-                if ex_id in seen_ids:
-                    raise DatasetError(f"{where}: duplicate id {ex_id!r}")
-                text = normalise_text(_str(row.get(title_f)), _str(row.get(abstract_f)))
-                if not text:
-                    raise DatasetError(f"{where}: empty {title_f} and {abstract_f}")
-                raw = row.get(labels_f)
-                labels = _parse_categories(raw, where) if fmt == METADATA else _parse_terms(raw, where)
+                text, labels = _paper(row, fmt, where, ex_id in seen_ids and ex_id)
             except DatasetError as e:
                 handle_bad_row(on_error, skipped, ex_id, where, e)
                 continue
@@ -266,6 +268,18 @@ class Arxiv2020(DatasetLoader):
             splits=apply_split(examples, split_seed, split_mode), files=file_list([path]),
             split_mode=split_mode, split_seed=split_seed,
             options={"file": path.name, "format": fmt, "dedupe": dedupe}, notes=notes, skipped=skipped)
+
+
+def _paper(row: dict, fmt: str, where: str, duplicate_id: str | bool) -> tuple[str, list[str]]:
+    """(text, categories) of one record; DatasetError for a duplicate id, empty text or bad labels."""
+    title_f, abstract_f, labels_f = _FIELDS[fmt]
+    if duplicate_id:
+        raise DatasetError(f"{where}: duplicate id {duplicate_id!r}")
+    text = normalise_text(_str(row.get(title_f)), _str(row.get(abstract_f)))
+    if not text:
+        raise DatasetError(f"{where}: empty {title_f} and {abstract_f}")
+    raw = row.get(labels_f)
+    return text, (_parse_categories(raw, where) if fmt == METADATA else _parse_terms(raw, where))
 
 
 def _decoded(records: Iterator, path: Path) -> Iterator:

@@ -46,43 +46,22 @@ class MoviePosters(DatasetLoader):
         data_dir = Path(data_dir)
         if not data_dir.is_dir():
             raise DatasetError(f"movieposters: data directory not found: {data_dir}")
-        if labels not in ("altered", "original"):
-            raise DatasetError(f"movieposters: --labels {labels!r} invalid; valid: altered, original")
         table = _find_csv(data_dir)
-        original = None
-        if labels == "original":
-            orig_path = data_dir / ORIGINAL_CSV
-            if not orig_path.is_file():
-                raise DatasetError(f"movieposters: --labels original needs {orig_path}")
-            original = _read_original(orig_path)
+        original = _original_genres(data_dir, labels)
         img_dirs = _image_dirs(data_dir)
         examples, skipped, files = [], [], [table]
-        no_image = no_genre = no_original = 0
+        counts = {"image file absent": 0, "empty Genre": 0, "no row in original-genres CSV": 0}
         with open(table, newline="", encoding="utf-8") as fh:
             for line, row in enumerate(csv.DictReader(fh), start=2):
                 where = f"{table}:{line}"
-                poster = (row.get("Poster") or "").strip()
-                imdb = (row.get("imdbId") or "").strip()
-                name = poster if poster.lower().endswith((".jpg", ".jpeg", ".png")) and "://" not in poster \
-                    else f"{imdb}.jpg"
-                image = next((d / name for d in img_dirs if (d / name).is_file()), None)
-                if image is None:
-                    no_image += 1
-                    continue
-                genre = row.get("Genre", "") if original is None else original.get(imdb)
-                if genre is None:
-                    no_original += 1
-                    continue
-                if not genre.strip():
-                    no_genre += 1
-                    continue
                 try:
-                    example = Example(id=name, input=str(image), labels=parse_labels(genre, "|", where), where=where)
+                    example = _poster_example(row, where, img_dirs, original, counts)
                 except DatasetError as e:
-                    handle_bad_row(on_error, skipped, name, where, e)
+                    handle_bad_row(on_error, skipped, _poster_name(row), where, e)
                     continue
-                examples.append(example)
-                files.append(image)
+                if example is not None:
+                    examples.append(example)
+                    files.append(Path(example.input))
         if not examples:
             raise DatasetError(f"movieposters: no usable rows in {table} (images looked up in "
                                f"{', '.join(map(str, img_dirs))})")
@@ -90,8 +69,7 @@ class MoviePosters(DatasetLoader):
         if len(set(ids)) != len(ids):
             raise DatasetError(f"movieposters: duplicate poster file names in {table}")
         notes = [f"{len(examples)} posters from {table}"]
-        notes += [f"{n} rows skipped: {why}" for n, why in ((no_image, "image file absent"), (no_genre, "empty Genre"),
-                                                            (no_original, "no row in original-genres CSV")) if n]
+        notes += [f"{n} rows skipped: {why}" for why, n in counts.items() if n]
         classes = sorted({c for e in examples for c in e.labels})
         return LoadedDataset(
             name=self.name, modality=self.modality, classes=classes,
@@ -99,3 +77,43 @@ class MoviePosters(DatasetLoader):
             files=file_list(files + ([data_dir / ORIGINAL_CSV] if original is not None else [])),
             split_mode=split_mode, split_seed=split_seed, options={"labels": labels},
             notes=notes, skipped=skipped)
+
+
+def _original_genres(data_dir: Path, labels: str) -> dict[str, str] | None:
+    """``--labels``: None for ``altered``; imdbId -> Genre of the original-genres CSV for ``original``."""
+    if labels not in ("altered", "original"):
+        raise DatasetError(f"movieposters: --labels {labels!r} invalid; valid: altered, original")
+    if labels == "altered":
+        return None
+    orig_path = data_dir / ORIGINAL_CSV
+    if not orig_path.is_file():
+        raise DatasetError(f"movieposters: --labels original needs {orig_path}")
+    return _read_original(orig_path)
+
+
+def _poster_name(row: dict) -> str:
+    """The poster's file name: the ``Poster`` column when it names an image file, else ``<imdbId>.jpg``."""
+    poster = (row.get("Poster") or "").strip()
+    imdb = (row.get("imdbId") or "").strip()
+    return poster if poster.lower().endswith((".jpg", ".jpeg", ".png")) and "://" not in poster else f"{imdb}.jpg"
+
+
+def _poster_example(row: dict, where: str, img_dirs: list[Path], original: dict | None,
+                    counts: dict) -> Example | None:
+    """The Example of one CSV row, or None (counted in ``counts``) when its image or genre is absent.
+
+    Raises DatasetError for a malformed Genre (a bad row under ``--on-error``)."""
+    name = _poster_name(row)
+    image = next((d / name for d in img_dirs if (d / name).is_file()), None)
+    if image is None:
+        counts["image file absent"] += 1
+        return None
+    imdb = (row.get("imdbId") or "").strip()
+    genre = row.get("Genre", "") if original is None else original.get(imdb)
+    if genre is None:
+        counts["no row in original-genres CSV"] += 1
+        return None
+    if not genre.strip():
+        counts["empty Genre"] += 1
+        return None
+    return Example(id=name, input=str(image), labels=parse_labels(genre, "|", where), where=where)

@@ -81,40 +81,8 @@ class Reuters21578(DatasetLoader):
 
     def load(self, data_dir, split_seed=44, split_mode="random", on_error="raise", **_):
         data_dir = Path(data_dir)
-        if not data_dir.is_dir():
-            raise DatasetError(f"reuters21578: data directory not found: {data_dir}")
-        files = sorted(data_dir.glob("reut2-*.sgm"))
-        if not files:
-            raise DatasetError(f"reuters21578: no reut2-*.sgm files in {data_dir} (expected the SGML "
-                               f"distribution: reut2-000.sgm ... reut2-021.sgm)")
-        n_docs = 0
-        parts: dict[str, list[Example]] = {"train": [], "test": []}
-        skipped, seen = [], set()
-        n_modapte = {"train": 0, "test": 0}
-        for path in files:
-            for doc in parse_sgml(path):
-                n_docs += 1
-                where = f"{path}:{doc['line']}"
-                attrs = doc["attrs"]
-                split = {"TRAIN": "train", "TEST": "test"}.get(attrs.get("LEWISSPLIT", "").upper())
-                try:
-                    if not doc["id"]:
-                        raise DatasetError(f"{where}: <REUTERS> without NEWID")
-                    if doc["id"] in seen:
-                        raise DatasetError(f"{where}: duplicate NEWID {doc['id']!r}")
-                    seen.add(doc["id"])
-                    if attrs.get("TOPICS", "").upper() != "YES" or split is None:
-                        continue
-                    n_modapte[split] += 1
-                    if not doc["topics"]:
-                        continue
-                    labels = parse_labels(doc["topics"], "|", where)
-                    if not doc["text"]:
-                        raise DatasetError(f"{where}: NEWID {doc['id']}: empty text (no TITLE, BODY or TEXT)")
-                except DatasetError as e:
-                    handle_bad_row(on_error, skipped, doc["id"], where, e)
-                    continue
-                parts[split].append(Example(id=doc["id"], input=doc["text"], labels=labels, where=where))
+        files = _sgml_files(data_dir)
+        parts, stats, skipped = _modapte_parts(files, on_error)
         if not parts["train"] or not parts["test"]:
             raise DatasetError(f"reuters21578: no ModApte train or test documents with topics in {data_dir} "
                                f"({len(parts['train'])} train, {len(parts['test'])} test)")
@@ -122,22 +90,14 @@ class Reuters21578(DatasetLoader):
         train_topics = {t for e in parts["train"] for t in e.labels}
         test_topics = {t for e in parts["test"] for t in e.labels}
         classes = sorted(train_topics & test_topics)
-        keep = set(classes)
-        filtered, n_stripped, n_dropped = {}, 0, {}
-        for split, examples in parts.items():
-            out = []
-            for e in examples:
-                labels = [t for t in e.labels if t in keep]
-                n_stripped += len(labels) < len(e.labels)
-                if labels:
-                    out.append(Example(id=e.id, input=e.input, labels=labels, where=e.where))
-            filtered[split], n_dropped[split] = out, len(examples) - len(out)
+        filtered, n_stripped, n_dropped = _keep_classes(parts, set(classes))
         train, val = carve_val(filtered["train"], split_seed)
         splits = {"train": train, "val": val, "test": filtered["test"]}
         n_all = sum(len(v) for v in splits.values())
         card = sum(len(e.labels) for v in splits.values() for e in v) / n_all
+        n_modapte = stats["modapte"]
         notes = [
-            f"{n_docs} documents in {len(files)} files; ModApte: {n_modapte['train']} train / "
+            f"{stats['docs']} documents in {len(files)} files; ModApte: {n_modapte['train']} train / "
             f"{n_modapte['test']} test, with >= 1 topic: {with_topic['train']} / {with_topic['test']}",
             f"{len(classes)} classes = topics with >= 1 train and >= 1 test document "
             f"(of {len(train_topics | test_topics)} topics used)",
@@ -151,3 +111,70 @@ class Reuters21578(DatasetLoader):
         return LoadedDataset(
             name=self.name, modality=self.modality, classes=classes, splits=splits, files=file_list(files),
             split_mode="modapte", split_seed=split_seed, options={}, notes=notes, skipped=skipped)
+
+
+def _sgml_files(data_dir: Path) -> list[Path]:
+    """The ``reut2-*.sgm`` files of ``data_dir`` (sorted); DatasetError when the folder or files are absent."""
+    if not data_dir.is_dir():
+        raise DatasetError(f"reuters21578: data directory not found: {data_dir}")
+    files = sorted(data_dir.glob("reut2-*.sgm"))
+    if not files:
+        raise DatasetError(f"reuters21578: no reut2-*.sgm files in {data_dir} (expected the SGML "
+                           f"distribution: reut2-000.sgm ... reut2-021.sgm)")
+    return files
+
+
+def _modapte_parts(files: list[Path], on_error: str):
+    """ModApte train/test documents with >= 1 topic: (parts, counts, skipped bad documents)."""
+    parts: dict[str, list[Example]] = {"train": [], "test": []}
+    stats = {"docs": 0, "modapte": {"train": 0, "test": 0}}
+    skipped, seen = [], set()
+    for path in files:
+        for doc in parse_sgml(path):
+            stats["docs"] += 1
+            where = f"{path}:{doc['line']}"
+            try:
+                found = _modapte_example(doc, where, seen, stats["modapte"])
+            except DatasetError as e:
+                handle_bad_row(on_error, skipped, doc["id"], where, e)
+                continue
+            if found is not None:
+                parts[found[0]].append(found[1])
+    return parts, stats, skipped
+
+
+def _modapte_example(doc: dict, where: str, seen: set, n_modapte: dict):
+    """(split, Example) of one parsed document, None when outside ModApte or without topics.
+
+    Records the id in ``seen`` and counts ModApte documents per split in ``n_modapte``; raises
+    DatasetError for a missing/duplicate NEWID or an empty text."""
+    attrs = doc["attrs"]
+    split = {"TRAIN": "train", "TEST": "test"}.get(attrs.get("LEWISSPLIT", "").upper())
+    if not doc["id"]:
+        raise DatasetError(f"{where}: <REUTERS> without NEWID")
+    if doc["id"] in seen:
+        raise DatasetError(f"{where}: duplicate NEWID {doc['id']!r}")
+    seen.add(doc["id"])
+    if attrs.get("TOPICS", "").upper() != "YES" or split is None:
+        return None
+    n_modapte[split] += 1
+    if not doc["topics"]:
+        return None
+    labels = parse_labels(doc["topics"], "|", where)
+    if not doc["text"]:
+        raise DatasetError(f"{where}: NEWID {doc['id']}: empty text (no TITLE, BODY or TEXT)")
+    return split, Example(id=doc["id"], input=doc["text"], labels=labels, where=where)
+
+
+def _keep_classes(parts: dict, keep: set):
+    """Remove topics outside ``keep``; drop documents left with none: (filtered, n_stripped, n_dropped)."""
+    filtered, n_stripped, n_dropped = {}, 0, {}
+    for split, examples in parts.items():
+        out = []
+        for e in examples:
+            labels = [t for t in e.labels if t in keep]
+            n_stripped += len(labels) < len(e.labels)
+            if labels:
+                out.append(Example(id=e.id, input=e.input, labels=labels, where=e.where))
+        filtered[split], n_dropped[split] = out, len(examples) - len(out)
+    return filtered, n_stripped, n_dropped

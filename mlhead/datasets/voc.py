@@ -142,72 +142,30 @@ class Voc2007(DatasetLoader):
 
     def load(self, data_dir, split_seed=44, split_mode="random", on_error="raise", voc_difficult="positive",
              labels_only=False, source="auto", **_):
-        data_dir = Path(data_dir)
-        if voc_difficult not in DIFFICULT_POLICIES:
-            raise DatasetError(f"voc2007: --voc-difficult {voc_difficult!r} invalid; valid: "
-                               f"{', '.join(DIFFICULT_POLICIES)}")
-        if source not in SOURCES:
-            raise DatasetError(f"voc2007: -D source={source!r} invalid; valid: {', '.join(SOURCES)}")
         labels_only = _truthy(labels_only)
-        if not data_dir.is_dir():
-            raise DatasetError(f"voc2007: data directory not found: {data_dir}")
-        root = find_root(data_dir)
-        main = root / "ImageSets" / "Main"
-        images = root / "JPEGImages"
-        if source == "auto":
-            source = "xml" if (root / "Annotations").is_dir() else "lists"
-        if not labels_only and not images.is_dir():
-            raise DatasetError(f"voc2007: images absent: {images} not found ({source} labels only). Provide "
-                               f"the VOC2007 JPEGs there, or pass labels_only=True to load labels without images "
-                               f"(embedding needs the images)")
+        root, source = _resolve_source(Path(data_dir), voc_difficult, source, labels_only)
+        main, images = root / "ImageSets" / "Main", root / "JPEGImages"
         skipped: list[dict] = []
         reader = self._from_xml if source == "xml" else self._from_lists
         sets, why, files = reader(root, main, on_error, skipped)
         # sets: {"trainval": rows, "test": rows} or {"all": rows}; row = (id, where, filename, present)
         # with present = {class: True if a non-difficult object, False if only difficult ones}
-        examples: dict[str, list[Example]] = {}
-        ignored: list[list[str]] = []
-        n_missing = n_pairs = 0
+        policy = _DifficultPolicy(voc_difficult)
+        examples, n_missing = {}, 0
         for set_name, rows in sets.items():
-            out = []
-            for ex_id, where, filename, present in rows:
-                image = images / (filename or f"{ex_id}.jpg")
-                if not labels_only and not image.is_file():
-                    n_missing += 1
-                    handle_bad_row(on_error, skipped, ex_id, where, DatasetError(f"{where}: image not found: {image}"))
-                    continue
-                difficult_only = [c for c in VOC_CLASSES if present.get(c) is False]
-                n_pairs += len(difficult_only)
-                if voc_difficult == "ignore":
-                    ignored += [[ex_id, c] for c in difficult_only]
-                labels = [c for c in VOC_CLASSES if present.get(c) or (c in present and voc_difficult == "positive")]
-                out.append(Example(id=ex_id, input=str(image), labels=labels, where=where))
-                if not labels_only:
-                    files.append(image)
-            examples[set_name] = out
+            examples[set_name], missing = _set_examples(rows, images, labels_only, policy, on_error, skipped)
+            n_missing += missing
+            if not labels_only:
+                files += [Path(e.input) for e in examples[set_name]]
         if not any(examples.values()):
             raise DatasetError(f"voc2007: no usable images under {root} ({len(skipped)} skipped)")
         notes = [f"labels from {'XML annotations' if source == 'xml' else 'the official per-class lists'} "
                  f"in {root}" + (" (labels only: image files not checked)" if labels_only else "")]
-        if why:
-            notes.append(f"ImageSets/Main/trainval.txt and test.txt {why}: not a train/test split, so a seeded "
-                         f"60/20/20 permutation of all {len(examples['all'])} images is used")
-            splits = apply_split(examples["all"], split_seed, split_mode)
-            used_mode = split_mode
-        else:
-            train, val = carve_val(examples["trainval"], split_seed)
-            splits = {"train": train, "val": val, "test": examples["test"]}
-            used_mode = "official"
-        for name, exs in splits.items():
-            card = sum(len(e.labels) for e in exs) / len(exs) if exs else 0.0
-            notes.append(f"{name}: {len(exs)} images, label cardinality {card:.2f}")
-        notes.append(f"{n_pairs} (image, class) pairs with only difficult objects: treated as {voc_difficult}"
-                     + (" (stored as 0, listed in options['ignored_pairs'])" if voc_difficult == "ignore" else ""))
-        if n_missing:
-            notes.append(f"{n_missing} images skipped: file not found")
+        splits, used_mode = _voc_splits(examples, why, split_seed, split_mode, notes)
+        notes += _voc_notes(splits, policy, n_missing)
         options = {"voc_difficult": voc_difficult, "labels_only": labels_only, "source": source}
         if voc_difficult == "ignore":
-            options["ignored_pairs"] = _regroup(ignored, splits)
+            options["ignored_pairs"] = _regroup(policy.ignored, splits)
         return LoadedDataset(
             name=self.name, modality=self.modality, classes=list(VOC_CLASSES), splits=splits,
             files=file_list(files), split_mode=used_mode, split_seed=split_seed, options=options,
@@ -295,3 +253,75 @@ def _regroup(pairs: list[list[str]], splits: dict[str, list[Example]]) -> dict[s
         if ex_id in where:
             out[where[ex_id]].append([ex_id, cls])
     return out
+
+
+def _resolve_source(data_dir: Path, voc_difficult: str, source: str, labels_only: bool) -> tuple[Path, str]:
+    """Validate the options; the VOC2007 root and the label source (``xml`` or ``lists``).
+
+    Raises DatasetError for an invalid option, an absent folder, or absent images (unless labels_only)."""
+    if voc_difficult not in DIFFICULT_POLICIES:
+        raise DatasetError(f"voc2007: --voc-difficult {voc_difficult!r} invalid; valid: "
+                           f"{', '.join(DIFFICULT_POLICIES)}")
+    if source not in SOURCES:
+        raise DatasetError(f"voc2007: -D source={source!r} invalid; valid: {', '.join(SOURCES)}")
+    if not data_dir.is_dir():
+        raise DatasetError(f"voc2007: data directory not found: {data_dir}")
+    root = find_root(data_dir)
+    if source == "auto":
+        source = "xml" if (root / "Annotations").is_dir() else "lists"
+    images = root / "JPEGImages"
+    if not labels_only and not images.is_dir():
+        raise DatasetError(f"voc2007: images absent: {images} not found ({source} labels only). Provide "
+                           f"the VOC2007 JPEGs there, or pass labels_only=True to load labels without images "
+                           f"(embedding needs the images)")
+    return root, source
+
+
+class _DifficultPolicy:
+    """Applies ``--voc-difficult`` to one image's classes; counts and (for ``ignore``) lists the pairs."""
+
+    def __init__(self, policy: str):
+        self.policy, self.n_pairs, self.ignored = policy, 0, []
+
+    def labels(self, ex_id: str, present: dict) -> list[str]:
+        difficult_only = [c for c in VOC_CLASSES if present.get(c) is False]
+        self.n_pairs += len(difficult_only)
+        if self.policy == "ignore":
+            self.ignored += [[ex_id, c] for c in difficult_only]
+        return [c for c in VOC_CLASSES if present.get(c) or (c in present and self.policy == "positive")]
+
+
+def _set_examples(rows, images: Path, labels_only: bool, policy: _DifficultPolicy, on_error: str,
+                  skipped: list) -> tuple[list[Example], int]:
+    """Examples of one image set (and how many images were missing: bad rows under ``on_error``)."""
+    out, n_missing = [], 0
+    for ex_id, where, filename, present in rows:
+        image = images / (filename or f"{ex_id}.jpg")
+        if not labels_only and not image.is_file():
+            n_missing += 1
+            handle_bad_row(on_error, skipped, ex_id, where, DatasetError(f"{where}: image not found: {image}"))
+            continue
+        out.append(Example(id=ex_id, input=str(image), labels=policy.labels(ex_id, present), where=where))
+    return out, n_missing
+
+
+def _voc_splits(examples: dict, why: str, split_seed: int, split_mode: str, notes: list):
+    """(splits, split mode used): official trainval/test with a seeded val, else a seeded permutation."""
+    if why:
+        notes.append(f"ImageSets/Main/trainval.txt and test.txt {why}: not a train/test split, so a seeded "
+                     f"60/20/20 permutation of all {len(examples['all'])} images is used")
+        return apply_split(examples["all"], split_seed, split_mode), split_mode
+    train, val = carve_val(examples["trainval"], split_seed)
+    return {"train": train, "val": val, "test": examples["test"]}, "official"
+
+
+def _voc_notes(splits: dict, policy: _DifficultPolicy, n_missing: int) -> list[str]:
+    notes = []
+    for name, exs in splits.items():
+        card = sum(len(e.labels) for e in exs) / len(exs) if exs else 0.0
+        notes.append(f"{name}: {len(exs)} images, label cardinality {card:.2f}")
+    notes.append(f"{policy.n_pairs} (image, class) pairs with only difficult objects: treated as {policy.policy}"
+                 + (" (stored as 0, listed in options['ignored_pairs'])" if policy.policy == "ignore" else ""))
+    if n_missing:
+        notes.append(f"{n_missing} images skipped: file not found")
+    return notes
