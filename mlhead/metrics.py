@@ -3,7 +3,7 @@
 Implements the evaluation of the sigmoidF1 paper (Table 2: weightedF1, microF1, macroF1, Precision,
 mAP; decision rule of section 4.2: ``p = softmax(z)``, label j predicted when ``p_j >= t``) and of
 the ZLPR paper (Eq. 25-30: SubACC, example-based F1, macro/micro F1, ranking average precision,
-ranking loss), plus Hamming loss and coverage. Every metric that scikit-learn has is computed by
+ranking loss), plus Hamming loss and coverage_error. Every metric that scikit-learn has is computed by
 scikit-learn; this module only chooses the inputs (scores, 0/1 predictions, which classes) and the
 unit (percent).
 
@@ -65,8 +65,8 @@ threshold is ignored). Per-class thresholds: label j predicted when score_j >= t
 softmax/sigmoid). The rule is always given explicitly and written with every result; it is never
 guessed from the range of the values.
 
-Units. All metrics are percentages in [0, 100] except coverage and the n_*/cardinality counts.
-ranking_loss and hamming_loss are percentages where lower is better. coverage is a count
+Units. All metrics are percentages in [0, 100] except coverage_error and the n_*/cardinality counts.
+ranking_loss and hamming_loss are percentages where lower is better. coverage_error is a count
 (sklearn coverage_error: mean number of top-ranked labels needed to cover all true labels of an
 example, between 1 and C; lower is better; the Zhang-Zhou "coverage" is this minus 1).
 
@@ -85,7 +85,7 @@ a positive, those averages are NaN.
 Ranking metrics (scikit-learn behaviour, kept). lrap (label_ranking_average_precision_score, ZLPR
 Eq. 29 AvgPrec) counts an example whose labels are all negative or all positive as 100; ranking_loss
 (label_ranking_loss, ZLPR Eq. 30 normalised by |y_n| x |C minus y_n|) counts such an example as 0 and
-counts a tied (positive, negative) pair as mis-ordered; coverage counts an example with no positive
+counts a tied (positive, negative) pair as mis-ordered; coverage_error counts an example with no positive
 label as 0. Tied scores share the worst (largest) rank.
 
 Average precision. map = mean over classes (with positives) of average_precision_score of the
@@ -118,7 +118,7 @@ METRIC_DOCS: dict[str, tuple[str, str, str]] = {
     "lrap": ("%", "higher", "sklearn label_ranking_average_precision_score; ZLPR Eq. 29 AvgPrec"),
     "ranking_loss": ("%", "lower", "sklearn label_ranking_loss; ZLPR Eq. 30 RankLoss"),
     "hamming_loss": ("%", "lower", "sklearn hamming_loss: fraction of wrong (example, label) cells"),
-    "coverage": ("labels", "lower", "sklearn coverage_error: mean labels to cover all true ones (1..C)"),
+    "coverage_error": ("labels", "lower", "sklearn coverage_error: mean labels to cover all true ones (1..C)"),
     "n_examples": ("count", "", "N"),
     "n_classes": ("count", "", "C"),
     "n_classes_without_positives": ("count", "", "classes excluded from macro averages and map"),
@@ -127,6 +127,27 @@ METRIC_DOCS: dict[str, tuple[str, str, str]] = {
     "label_cardinality": ("labels", "", "mean number of true labels per example"),
     "predicted_cardinality": ("labels", "", "mean number of predicted labels per example"),
 }
+
+#: Old metric key -> current key. Result files written before a rename still load through
+#: :func:`upgrade_metric_keys` (``coverage`` became ``coverage_error``, sklearn's name: the suffix
+#: says lower is better).
+RENAMED_METRICS: dict[str, str] = {"coverage": "coverage_error"}
+
+
+def upgrade_metric_keys(values: dict[str, Any]) -> dict[str, Any]:
+    """A copy of a metrics dict (e.g. an old ``metrics.json``) with renamed keys under their current
+    names (:data:`RENAMED_METRICS`); values unchanged. A current key already present wins.
+
+    >>> upgrade_metric_keys({"coverage": 2.5, "map": 40.0})
+    {'coverage_error': 2.5, 'map': 40.0}
+    """
+    out: dict[str, Any] = {}
+    for k, v in values.items():
+        new = RENAMED_METRICS.get(k, k)
+        if new == k or new not in values:
+            out[new] = v
+    return out
+
 
 #: Metrics where a smaller value is better (report.py bolds the minimum for these).
 LOWER_IS_BETTER = frozenset(k for k, (_, better, _) in METRIC_DOCS.items() if better == "lower")
@@ -445,7 +466,7 @@ def _evaluate(logits: Any, targets: Any, rule: DecisionRule) -> dict[str, float]
         "lrap": _pct(label_ranking_average_precision_score(y, z)),
         "ranking_loss": _pct(label_ranking_loss(y, z)),
         "hamming_loss": _pct(hamming_loss(y, pred)),
-        "coverage": float(coverage_error(y, z)),
+        "coverage_error": float(coverage_error(y, z)),
         "n_examples": float(n),
         "n_classes": float(c),
         "n_classes_without_positives": float(c - len(labels)),
@@ -476,7 +497,7 @@ def evaluate(
     Returns:
         dict key -> float. Percent (0-100): weighted_f1, micro_f1, macro_f1, macro_precision,
         macro_recall, micro_precision, micro_recall, map, map_binarized, subset_accuracy, example_f1,
-        lrap, ranking_loss (lower is better), hamming_loss (lower is better). Count: coverage (mean
+        lrap, ranking_loss (lower is better), hamming_loss (lower is better). Count: coverage_error (mean
         number of labels, 1..C, lower is better), n_examples, n_classes, n_classes_without_positives,
         n_examples_without_positives, n_examples_without_predictions; label_cardinality and
         predicted_cardinality (mean labels per example). Units, sources and the treatment of

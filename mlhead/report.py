@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 
 from .metrics import LOWER_IS_BETTER, DecisionRule, _as_logits, _as_targets
+from .metrics import upgrade_metric_keys
 
 TABLE2_METRICS = ("weighted_f1", "micro_f1", "macro_f1", "macro_precision", "map")
 
@@ -50,7 +51,7 @@ DISPLAY_NAMES = {
     "lrap": "LRAP",
     "ranking_loss": "RankLoss",
     "hamming_loss": "HammingLoss",
-    "coverage": "Coverage",
+    "coverage_error": "CoverageError",
 }
 
 #: Order of the paper's Table 2 rows; other losses follow alphabetically.
@@ -137,7 +138,8 @@ def collect(paths: str | os.PathLike | Iterable[str | os.PathLike]) -> list[dict
                 "split": ev.get("split", "test"),
                 "rule": rule,
                 "rule_name": name,
-                "metrics": {k: float(v) if v is not None else math.nan for k, v in ev["metrics"].items()},
+                "metrics": {k: float(v) if v is not None else math.nan
+                            for k, v in upgrade_metric_keys(ev["metrics"]).items()},
                 "config": cfg,
             })
     return records
@@ -424,7 +426,7 @@ def table2(
 
     Args:
         records: from :func:`collect`.
-        metrics: metric keys (columns), values in the metrics' units (percent, coverage a count).
+        metrics: metric keys (columns), values in the metrics' units (percent, coverage_error a count).
         split: evaluation split to use.
         rule: decision rule name / DecisionRule / dict; None requires a single rule in the records.
         group_by: config key defining rows, or several joined by "+" (e.g. "loss+beta+eta"); keys
@@ -482,7 +484,7 @@ def table2(
     caption = (
         f"{title}: {bb} on {ds}, {split} split, decision rule {rule_name}. "
         f"Mean ± sample std (ddof=1) over {nseeds}; metrics in percent"
-        + ("" if "coverage" not in metrics else " (coverage in labels)")
+        + ("" if "coverage_error" not in metrics else " (coverage_error in labels)")
         + "; best mean per column in bold"
         + (f" (lowest for {', '.join(lower)})" if lower else "")
         + "."
@@ -589,7 +591,7 @@ def plot_heatmap(
     fig = _figure(max(5.5, 2.0 + 0.9 * len(g["xs"])), max(3.5, 1.6 + 0.6 * len(g["ys"])))
     ax = fig.add_subplot()
     im = ax.imshow(np.ma.masked_invalid(mean), origin="lower", aspect="auto", cmap="viridis")
-    fig.colorbar(im, ax=ax, label=f"{DISPLAY_NAMES.get(metric, metric)} (%)" if metric != "coverage" else metric)
+    fig.colorbar(im, ax=ax, label=f"{DISPLAY_NAMES.get(metric, metric)} (%)" if metric != "coverage_error" else metric)
     ax.set_xticks(range(len(g["xs"])), [_fmt_value(v) for v in g["xs"]])
     ax.set_yticks(range(len(g["ys"])), [_fmt_value(v) for v in g["ys"]])
     ax.set_xlabel(x)

@@ -233,3 +233,17 @@ def test_other_plots(table_root, tmp_path):
     bad.write_text("epoch,loss\n0,1\n")
     with pytest.raises(ValueError, match="train_loss"):
         R.plot_learning_curves([bad], tmp_path / "x")
+
+
+def test_old_coverage_key_is_read_as_coverage_error(tmp_path):
+    """Run folders written before the rename (metrics key ``coverage``) still aggregate."""
+    for loss, cov in (("crossentropy", 2.0), ("focal", 1.5)):
+        _write_run(tmp_path / loss, _config(loss, 0), [("test", SOFTMAX, {"coverage": cov, "map": 50.0})],
+                   history=False)
+    recs = R.collect(tmp_path)
+    assert sorted(r["metrics"]["coverage_error"] for r in recs) == [1.5, 2.0]
+    assert all("coverage" not in r["metrics"] for r in recs)
+    t = R.table2(recs, metrics=("coverage_error", "map"), rule=SOFTMAX)
+    assert t.rows == ["crossentropy", "focal"] and t.mean[:, 0].tolist() == [2.0, 1.5]
+    assert t.best[:, 0].tolist() == [False, True]  # lower is better
+    assert "CoverageError" in t.to_markdown()
