@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from scipy.special import expit, log_softmax, softmax
+from scipy.special import expit, logsumexp, softmax
 from sklearn.metrics import (
     accuracy_score,
     average_precision_score,
@@ -93,7 +93,9 @@ scores of the chosen activation: threshold-free. AP depends only on the order of
 class, so map is the same for "sigmoid" and "none" and differs for "softmax" (the softmax
 normalisation reorders examples within a class). Orders are computed from the logits (sigmoid/none)
 or the log-softmax (softmax), which give the same order as the probabilities but without the ties
-that float saturation creates (sigmoid(40.0) == 1.0). map_binarized = the same mean of
+that float saturation creates (sigmoid(40.0) == 1.0); equal softmax scores stay tied (the
+normaliser is summed in sorted order after subtracting the row maximum, so it depends neither on
+the order of the classes nor on a common shift of the logits). map_binarized = the same mean of
 average_precision_score of the 0/1 predictions, as the sigmoidF1 code did for moviePosters/arXiv.
 """
 
@@ -385,8 +387,17 @@ def _scores(z: np.ndarray, activation: str) -> np.ndarray:
 
 
 def _order_scores(z: np.ndarray, activation: str) -> np.ndarray:
-    """Same within-class and within-example order as ``_scores`` but free of saturation ties."""
-    return log_softmax(z, axis=1) if activation == "softmax" else z
+    """Same within-class and within-example order as ``_scores`` but free of saturation ties.
+
+    For softmax: the log-softmax ``d - logsumexp(d)`` of ``d = z - max(z)`` (softmax is
+    shift-invariant), with the normaliser summed over ``d`` in sorted order, so rows whose logits are
+    a permutation or a shift of each other get bit-identical normalisers and mathematically tied
+    scores stay tied (otherwise rounding noise breaks such ties, which changes average precision).
+    """
+    if activation != "softmax":
+        return z
+    d = z - z.max(axis=1, keepdims=True)
+    return d - logsumexp(np.sort(d, axis=1), axis=1, keepdims=True)
 
 
 def _decide(z: np.ndarray, rule: DecisionRule) -> np.ndarray:

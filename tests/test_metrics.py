@@ -14,6 +14,7 @@ from scipy.special import expit, softmax
 from sklearn.metrics import (
     accuracy_score,
     average_precision_score,
+    confusion_matrix,
     coverage_error,
     f1_score,
     hamming_loss,
@@ -124,16 +125,137 @@ def check_bruteforce(z, y, out, pred):
     assert out["lrap"] == pytest.approx(100 * bf_lrap(Y, S), abs=1e-9)
     assert out["ranking_loss"] == pytest.approx(100 * bf_ranking_loss(Y, S), abs=1e-9)
     assert out["hamming_loss"] == pytest.approx(100 * bf_hamming(Y, P), abs=1e-9)
-    assert out["coverage"] == pytest.approx(bf_coverage(Y, S), abs=1e-9)
+    assert out["coverage_error"] == pytest.approx(bf_coverage(Y, S), abs=1e-9)
 
 
 # --------------------------------------------------------------------------------------------------
-# against scikit-learn
+# references built per class from scikit-learn's BINARY functions, averaged by hand
+# (torchmetrics' `_reference_sklearn_*` pattern): macro over the classes with a positive (the stated
+# policy), weighted by support, micro from the summed tp/fp/fn, samples per row.
 
+
+def _binary_counts(y, pred):
+    """Per-class (tp, fp, fn) from sklearn's binary confusion_matrix on each column."""
+    counts = np.array([confusion_matrix(y[:, j], pred[:, j], labels=[0, 1]).ravel()[[3, 1, 2]]
+                       for j in range(y.shape[1])])
+    return counts[:, 0], counts[:, 1], counts[:, 2]
+
+
+def _micro(tp, fp, fn, which):
+    tp, fp, fn = tp.sum(), fp.sum(), fn.sum()
+    num, den = {"precision": (tp, tp + fp), "recall": (tp, tp + fn), "f1": (2 * tp, 2 * tp + fp + fn)}[which]
+    return num / den if den else 0.0  # zero_division=0
+
+
+def _reference_sklearn_prf(y, pred, which, average):
+    """precision/recall/F1 of multi-hot y, pred: per class with the binary sklearn function, then averaged."""
+    fn_binary = {"precision": precision_score, "recall": recall_score, "f1": f1_score}[which]
+    if average == "micro":
+        return _micro(*_binary_counts(y, pred), which)
+    per_class = np.array([fn_binary(y[:, j], pred[:, j], zero_division=0) for j in range(y.shape[1])])
+    support = y.sum(0)
+    present = support > 0
+    if not present.any():
+        return math.nan
+    if average == "macro":
+        return per_class[present].mean()
+    assert average == "weighted"
+    return (per_class * support).sum() / support.sum()
+
+
+def _reference_sklearn_example_f1(y, pred):
+    """F1 of each example (binary f1_score on its row, 0/0 -> 0), averaged over examples."""
+    return np.mean([f1_score(y[i], pred[i], zero_division=0) for i in range(len(y))])
+
+
+def _reference_sklearn_map(y, s):
+    """Binary average_precision_score of each class with a positive, averaged; NaN if none has one."""
+    aps = [average_precision_score(y[:, j], s[:, j]) for j in range(y.shape[1]) if y[:, j].any()]
+    return np.mean(aps) if aps else math.nan
+
+
+def _reference_sklearn_hamming(y, pred):
+    """Mean over classes of the binary error rate 1 - accuracy_score(column)."""
+    return np.mean([1 - accuracy_score(y[:, j], pred[:, j]) for j in range(y.shape[1])])
+
+
+def reference_metrics(z, y, pred, s):
+    """Every percent metric of M.evaluate from the per-class / per-example references above and the
+    brute-force ranking loops; ``s`` are the rule's scores (probabilities or logits), ``pred`` 0/1."""
+    ref = {f"{avg}_{w}": _reference_sklearn_prf(y, pred, w, avg)
+           for avg in ("macro", "micro") for w in ("precision", "recall", "f1")}
+    ref["weighted_f1"] = _reference_sklearn_prf(y, pred, "f1", "weighted")
+    ref["map"] = _reference_sklearn_map(y, s)
+    ref["map_binarized"] = _reference_sklearn_map(y, pred)
+    ref["subset_accuracy"] = np.mean([accuracy_score(y[i], pred[i]) == 1.0 for i in range(len(y))])
+    ref["example_f1"] = _reference_sklearn_example_f1(y, pred)
+    ref["hamming_loss"] = _reference_sklearn_hamming(y, pred)
+    Y, S = y.tolist(), z.tolist()
+    ref["lrap"], ref["ranking_loss"] = bf_lrap(Y, S), bf_ranking_loss(Y, S)
+    out = {k: 100 * v for k, v in ref.items()}
+    out["coverage_error"] = bf_coverage(Y, S)
+    return out
+
+
+def assert_matches_reference(out, ref):
+    for k, v in ref.items():
+        if math.isnan(v):
+            assert math.isnan(out[k]), k
+        else:
+            assert out[k] == pytest.approx(v, abs=1e-9), k
+
+
+# Generated edge-case inputs (torchmetrics `_inputs.py` style): each is (logits, multi-hot targets).
+def _case_random(rng):
+    y = (rng.random((40, 6)) < 0.3).astype(np.uint8)
+    return rng.normal(scale=2.0, size=y.shape) + 1.5 * y, y
+
+
+def _case_class_without_positives(rng):
+    z, y = _case_random(rng)
+    y[:, [1, 4]] = 0
+    return z, y
+
+
+def _case_rows_without_labels(rng):
+    z, y = _case_random(rng)
+    y[::3] = 0
+    return z, y
+
+
+def _case_all_zero_predictions(rng):  # nothing reaches sigmoid 0.5 / logit 0 / softmax 0.9
+    y = (rng.random((30, 5)) < 0.4).astype(np.uint8)
+    return -3.0 - rng.random(y.shape), y
+
+
+def _case_ties(rng):  # integer logits: ties within rows and within classes, and at the threshold
+    y = (rng.random((30, 5)) < 0.4).astype(np.uint8)
+    return rng.integers(-1, 2, size=y.shape).astype(float), y
+
+
+def _case_all_positive(rng):  # rows with every label, a class positive everywhere
+    z, y = _case_random(rng)
+    y[:5] = 1
+    y[:, 2] = 1
+    return z, y
+
+
+def _case_perfect(rng):  # every label scored above every non-label
+    y = (rng.random((30, 5)) < 0.4).astype(np.uint8)
+    return np.where(y == 1, 3.0, -3.0) + 0.1 * rng.random(y.shape), y
+
+
+def _case_single_row(rng):
+    return np.array([[0.3, -1.0, 2.0, 0.1]]), np.array([[1, 0, 1, 0]], np.uint8)
+
+
+CASES = {f.__name__[len("_case_"):]: f for f in (
+    _case_random, _case_class_without_positives, _case_rows_without_labels, _case_all_zero_predictions,
+    _case_ties, _case_all_positive, _case_perfect, _case_single_row)}
 
 RULES = [
     {"activation": "softmax", "threshold": 0.05},
-    {"activation": "softmax", "threshold": 0.2},
+    {"activation": "softmax", "threshold": 0.9},
     {"activation": "sigmoid", "threshold": 0.5},
     {"activation": "none", "threshold": 0.0},
     {"activation": "none", "threshold": -0.7},
@@ -141,8 +263,18 @@ RULES = [
 ]
 
 
+def _softmax_fsum(z):
+    """Softmax of ``z - max`` with each row's normaliser summed by math.fsum (correctly rounded, so
+    independent of the order of the classes: mathematically tied scores of rows whose integer logits
+    are permutations or shifts of each other are bit-identical, as AP needs)."""
+    m = z.max(axis=1, keepdims=True)
+    e = np.exp(z - m)
+    return e / np.array([[math.fsum(row)] for row in e.tolist()])
+
+
 def _manual(z, activation, threshold=None, top_k=None, thresholds=None):
-    s = {"softmax": softmax(z, axis=1), "sigmoid": expit(z), "none": z}[activation]
+    """The rule's scores and 0/1 predictions, written out independently of mlhead."""
+    s = {"softmax": _softmax_fsum(z), "sigmoid": expit(z), "none": z}[activation]
     if top_k is not None:
         pred = np.zeros(z.shape, np.uint8)
         for i in range(len(z)):
@@ -152,39 +284,51 @@ def _manual(z, activation, threshold=None, top_k=None, thresholds=None):
     return s, (s >= t).astype(np.uint8)
 
 
-@pytest.mark.parametrize("empty_class", [False, True])
 @pytest.mark.parametrize("rule", RULES, ids=lambda r: "-".join(str(v) for v in r.values()))
+@pytest.mark.parametrize("case", list(CASES))
 @pytest.mark.parametrize("seed", [0, 1])
-def test_every_metric_matches_sklearn(seed, rule, empty_class):
-    z, y = _data(seed, empty_class=empty_class)
+def test_every_metric_matches_per_class_sklearn_reference(seed, case, rule):
+    z, y = CASES[case](np.random.default_rng(seed))
     out = M.evaluate(z, y, **rule)
     s, pred = _manual(z, **rule)
     np.testing.assert_array_equal(M.decide(z, **rule), pred)
-    present = np.flatnonzero(y.sum(0) > 0)
-    assert out["n_classes_without_positives"] == y.shape[1] - len(present)
-    exp = {
-        "weighted_f1": f1_score(y, pred, average="weighted", zero_division=0),
-        "micro_f1": f1_score(y, pred, average="micro", zero_division=0),
-        "macro_f1": f1_score(y, pred, average="macro", labels=present, zero_division=0),
-        "macro_precision": precision_score(y, pred, average="macro", labels=present, zero_division=0),
-        "macro_recall": recall_score(y, pred, average="macro", labels=present, zero_division=0),
-        "micro_precision": precision_score(y, pred, average="micro", zero_division=0),
-        "micro_recall": recall_score(y, pred, average="micro", zero_division=0),
-        "map": np.mean([average_precision_score(y[:, j], s[:, j]) for j in present]),
-        "map_binarized": np.mean([average_precision_score(y[:, j], pred[:, j]) for j in present]),
-        "subset_accuracy": accuracy_score(y, pred),
-        "example_f1": f1_score(y, pred, average="samples", zero_division=0),
-        "lrap": label_ranking_average_precision_score(y, s),
-        "ranking_loss": label_ranking_loss(y, s),
-        "hamming_loss": hamming_loss(y, pred),
-    }
-    for k, v in exp.items():
-        assert out[k] == pytest.approx(100 * v, abs=1e-9), k
-        assert 0.0 <= out[k] <= 100.0
-    assert out["coverage"] == pytest.approx(coverage_error(y, s), abs=1e-12)
-    if not empty_class:  # all classes present: exactly sklearn's plain macro average
-        assert out["macro_f1"] == pytest.approx(100 * f1_score(y, pred, average="macro", zero_division=0))
-    check_bruteforce(z, y, out, pred)
+    assert_matches_reference(out, reference_metrics(z, y, pred, s))
+    assert out["n_classes_without_positives"] == int((y.sum(0) == 0).sum())
+    assert out["n_examples_without_positives"] == int((y.sum(1) == 0).sum())
+    assert out["n_examples_without_predictions"] == int((pred.sum(1) == 0).sum())
+    assert out["label_cardinality"] == pytest.approx(y.sum() / len(y))
+    assert out["predicted_cardinality"] == pytest.approx(pred.sum() / len(y))
+
+
+def test_edge_cases_cover_what_they_claim():
+    """The generated inputs really contain the edge cases they are named after (else the test above
+    would pass without exercising them)."""
+    rng = np.random.default_rng(0)
+    _, y = CASES["class_without_positives"](rng)
+    assert (y.sum(0) == 0).sum() == 2
+    _, y = CASES["rows_without_labels"](rng)
+    assert (y.sum(1) == 0).sum() >= 14
+    z, y = CASES["all_zero_predictions"](rng)
+    for rule in RULES[1:5]:
+        assert M.decide(z, **rule).sum() == 0, rule
+    z, _ = CASES["ties"](rng)
+    assert any(len(set(row)) < len(row) for row in z.tolist()) and (z == 0).any()
+    _, y = CASES["all_positive"](rng)
+    assert y[:5].all() and y[:, 2].all()
+
+
+def test_reference_averages_by_hand():
+    """The hand-made averages on a 3 x 3 example (classes: 2 positives, 1, none)."""
+    y = np.array([[1, 0, 0], [1, 1, 0], [0, 0, 0]], np.uint8)
+    pred = np.array([[1, 1, 0], [0, 1, 1], [0, 0, 0]], np.uint8)
+    # class 0: tp 1 fn 1 -> P 1, R 1/2, F1 2/3; class 1: tp 1 fp 1 -> P 1/2, R 1, F1 2/3; class 2: fp 1
+    assert _reference_sklearn_prf(y, pred, "f1", "macro") == pytest.approx(2 / 3)
+    assert _reference_sklearn_prf(y, pred, "precision", "macro") == pytest.approx(3 / 4)
+    assert _reference_sklearn_prf(y, pred, "f1", "weighted") == pytest.approx((2 * 2 / 3 + 1 * 2 / 3) / 3)
+    assert _reference_sklearn_prf(y, pred, "f1", "micro") == pytest.approx(2 * 2 / (2 * 2 + 2 + 1))
+    assert _reference_sklearn_prf(y, pred, "precision", "micro") == pytest.approx(2 / 4)
+    assert _reference_sklearn_example_f1(y, pred) == pytest.approx((2 / 3 + 2 / 4 + 0) / 3)
+    assert _reference_sklearn_hamming(y, pred) == pytest.approx(3 / 9)
 
 
 def test_hand_made_example():
@@ -200,7 +344,7 @@ def test_hand_made_example():
     assert out["macro_precision"] == pytest.approx(100 * (1 + 0.5 + 0) / 3)
     assert out["lrap"] == pytest.approx(100 * ((1 + 2 / 3) / 2 + 1) / 2)
     assert out["ranking_loss"] == pytest.approx(25.0)
-    assert out["coverage"] == pytest.approx((3 + 1) / 2)  # row 1 needs all 3 labels, row 2 only its top one
+    assert out["coverage_error"] == pytest.approx((3 + 1) / 2)  # row 1 needs all 3 labels, row 2 only its top one
     assert out["predicted_cardinality"] == pytest.approx(1.5)
     assert out["label_cardinality"] == pytest.approx(1.5)
 
@@ -229,12 +373,13 @@ def test_per_class_matches_sklearn():
     rule = M.DecisionRule("softmax", 0.1)
     rows = M.per_class(z, y, rule, [f"c{j}" for j in range(7)])
     pred = (softmax(z, axis=1) >= 0.1).astype(int)
-    p, r, f, sup = precision_recall_fscore_support(y, pred, average=None, zero_division=0)
-    for j, row in enumerate(rows):
+    for j, row in enumerate(rows):  # binary sklearn functions on column j
+        yj, pj = y[:, j], pred[:, j]
         assert row["class"] == f"c{j}"
-        assert row["support"] == sup[j] and row["n_predicted"] == pred[:, j].sum()
-        assert (row["precision"], row["recall"], row["f1"]) == pytest.approx((100 * p[j], 100 * r[j], 100 * f[j]))
-        if sup[j]:
+        assert row["support"] == yj.sum() and row["n_predicted"] == pj.sum()
+        assert (row["precision"], row["recall"], row["f1"]) == pytest.approx(
+            tuple(100 * f(yj, pj, zero_division=0) for f in (precision_score, recall_score, f1_score)))
+        if yj.any():
             assert row["ap"] == pytest.approx(100 * average_precision_score(y[:, j], softmax(z, axis=1)[:, j]))
     assert math.isnan(rows[-1]["ap"])
     out = M.evaluate(z, y, "softmax", 0.1)
@@ -276,7 +421,7 @@ def test_no_label_predicted():
     assert out["subset_accuracy"] == pytest.approx(100 * (y.sum(1) == 0).mean())
     assert out["hamming_loss"] == pytest.approx(100 * y.mean())
     assert out["map_binarized"] == pytest.approx(100 * y.mean(0).mean())  # AP of a constant = prevalence
-    assert out["map"] > 0
+    assert out["map"] == pytest.approx(100 * _reference_sklearn_map(y, softmax(z, axis=1)), abs=1e-9)
 
 
 def test_class_without_positives_excluded_from_macro_only():
@@ -300,7 +445,7 @@ def test_no_positive_anywhere():
         out = M.evaluate(z, y, "sigmoid", 0.5)
     for k in ("macro_f1", "macro_precision", "macro_recall", "weighted_f1", "map", "map_binarized"):
         assert math.isnan(out[k]), k
-    assert out["lrap"] == 100.0 and out["ranking_loss"] == 0.0 and out["coverage"] == 0.0
+    assert out["lrap"] == 100.0 and out["ranking_loss"] == 0.0 and out["coverage_error"] == 0.0
     assert out["n_classes_without_positives"] == 4 and out["n_examples_without_positives"] == 5
 
 
@@ -425,10 +570,35 @@ def test_invalid_inputs_raise():
         M.scores(z, "tanh")
 
 
-def test_policy_is_stated():
-    for phrase in ("score_j >= t", "zero_division=0", "n_classes_without_positives", "coverage", "percent"):
-        assert phrase in M.POLICY
-    assert M.POLICY in M.__doc__ and M.DOCS is M.POLICY
-    assert {"ranking_loss", "hamming_loss", "coverage"} == set(M.LOWER_IS_BETTER)
-    z, y = _data(13)
-    assert set(M.evaluate(z, y)) == set(M.METRIC_DOCS)
+def test_metric_directions_and_keys():
+    """METRIC_DOCS' "higher"/"lower" is the truth: a perfect ranking and perfect 0/1 predictions give
+    every "higher" percent metric 100, every "lower" percent metric 0, coverage_error its minimum (the
+    number of true labels per example) and the worst predictions (the complement) the opposite."""
+    rng = np.random.default_rng(13)
+    y = (rng.random((25, 5)) < 0.4).astype(np.uint8)
+    y[0], y[1] = [1, 0, 0, 0, 0], [0, 1, 1, 0, 0]  # no all-negative row: rank metrics are not trivial
+    y[y.sum(1) == 0, 3] = 1
+    y[y.sum(1) == 5, 4] = 0
+    best = M.evaluate(np.where(y == 1, 4.0, -4.0), y, "none", 0.0)
+    worst = M.evaluate(np.where(y == 1, -4.0, 4.0), y, "none", 0.0)
+    assert set(best) == set(M.METRIC_DOCS) and M.POLICY in M.__doc__
+    for k, (unit, better, _) in M.METRIC_DOCS.items():
+        if unit != "%":
+            continue
+        assert best[k] == (100.0 if better == "higher" else 0.0), k
+        if k in ("map", "map_binarized"):  # all positives ranked (tied) last: AP = precision at full
+            assert worst[k] == pytest.approx(100 * y.mean(0).mean()), k  # recall = the prevalence
+        elif k == "lrap":  # each positive shares the last rank C with the other positives: k_i / C
+            assert worst[k] == pytest.approx(100 * (y.sum(1) / 5).mean())
+        else:
+            assert worst[k] == (0.0 if better == "higher" else 100.0), k
+    assert best["coverage_error"] == pytest.approx(y.sum(1).mean())
+    assert worst["coverage_error"] == pytest.approx(5.0)
+    assert M.LOWER_IS_BETTER == {"ranking_loss", "hamming_loss", "coverage_error"}
+
+
+def test_old_metric_names_are_upgraded():
+    assert M.upgrade_metric_keys({"coverage": 2.5, "map": 40.0}) == {"coverage_error": 2.5, "map": 40.0}
+    assert M.upgrade_metric_keys({"coverage": 1.0, "coverage_error": 2.0}) == {"coverage_error": 2.0}
+    assert set(M.RENAMED_METRICS.values()) <= set(M.METRIC_DOCS)
+    assert not set(M.RENAMED_METRICS) & set(M.METRIC_DOCS)
