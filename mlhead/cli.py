@@ -664,7 +664,8 @@ def losses_cmd():
         t.add_column(col)
     for d in describe():
         opts = "\n".join(f"{o['name']}={o['default']} ({o['valid']})" for o in d["options"]) or "-"
-        t.add_row(d["name"], opts, d["source"], d["reduction"])
+        name = d["name"] + "".join(f"\n(alias: {a})" for a in d.get("aliases", []))
+        t.add_row(name, opts, d["source"], d["reduction"])
     console.print(t)
 
 

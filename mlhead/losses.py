@@ -3,7 +3,9 @@
 Library contract (see ``DESIGN.md``)::
 
     LOSSES                      dict CLI name -> loss class (a torch.nn.Module subclass)
-    build(name, **options)      -> configured loss module (options validated, strings converted)
+    ALIASES                     dict alias -> registered name ("bce" -> "crossentropy")
+    build(name, **options)      -> configured loss module (options validated, strings converted;
+                                   an alias builds its loss)
     accepted_options(name, d)   -> the subset of ``d`` that loss ``name`` accepts
     describe()                  -> one dict per loss: name, source, reduction, options
     register(name)              class decorator adding a loss to LOSSES
@@ -52,7 +54,9 @@ __all__ = [
     "Option",
     "Loss",
     "register",
+    "ALIASES",
     "build",
+    "canonical_name",
     "accepted_options",
     "describe",
     "smooth_confusion",
@@ -60,6 +64,10 @@ __all__ = [
 ]
 
 LOSSES: dict[str, type["Loss"]] = {}
+
+#: Alternative CLI name -> registered name. An alias builds the very same loss class; ``describe()``
+#: and ``mlhead losses`` list it under its loss, never as a loss of its own.
+ALIASES: dict[str, str] = {"bce": "crossentropy"}
 
 #: eps of the released sigmoidF1 code (``2*tp / (2*tp + fn + fp + 1e-16)``), used by every
 #: confusion-matrix loss.
@@ -197,10 +205,22 @@ AVERAGE = Option(
 SMOOTH_OPTIONS: dict[str, Option] = {"beta": BETA, "eta": ETA, "presigmoid": PRESIGMOID}
 
 
+def canonical_name(name: str) -> str:
+    """The registered name of loss ``name``, resolving :data:`ALIASES` ("bce" -> "crossentropy").
+
+    Raises ``ValueError`` for an unknown name (lists the valid names and aliases).
+    """
+    name = ALIASES.get(name, name) if isinstance(name, str) else name
+    if name not in LOSSES:
+        aliases = ", ".join(f"{a} (= {n})" for a, n in ALIASES.items())
+        raise ValueError(f"unknown loss {name!r}; valid: {', '.join(LOSSES)}; aliases: {aliases}")
+    return name
+
+
 def _lookup(name: str) -> type["Loss"]:
     try:
-        return LOSSES[name]
-    except (KeyError, TypeError):
+        return LOSSES[canonical_name(name)]
+    except TypeError:
         raise ValueError(f"unknown loss {name!r}; valid: {', '.join(LOSSES)}") from None
 
 
@@ -263,12 +283,13 @@ def accepted_options(name: str, options: dict[str, Any]) -> dict[str, Any]:
 def describe() -> list[dict[str, Any]]:
     """One entry per registered loss, in registration order.
 
-    Each entry: ``{"name", "source", "reduction", "soft_targets", "options": [{"name",
-    "default", "valid", "help"}, ...]}``.
+    Each entry: ``{"name", "aliases", "source", "reduction", "soft_targets", "options": [{"name",
+    "default", "valid", "help"}, ...]}``; ``aliases`` lists the :data:`ALIASES` of the loss.
     """
     return [
         {
             "name": name,
+            "aliases": [a for a, n in ALIASES.items() if n == name],
             "source": cls.SOURCE,
             "reduction": cls.REDUCTION,
             "soft_targets": cls.SOFT_TARGETS,
@@ -454,9 +475,12 @@ _PAIR_POLICY = (
 
 @register("crossentropy")
 class CrossEntropyLoss(Loss):
-    """Binary cross-entropy with logits (``F.binary_cross_entropy_with_logits``).
+    """Binary cross-entropy (BCE) with logits, one independent sigmoid per class.
 
-    ``mean_{b,c} -[y log sigmoid(z) + (1-y) log sigmoid(-z)]``; soft targets allowed.
+    CLI names ``crossentropy`` (the sigmoidF1 paper's name for its baseline) and ``bce`` (alias).
+    Not the softmax (categorical) cross-entropy: each class is its own binary problem.
+    ``mean_{b,c} -[y log sigmoid(z) + (1-y) log sigmoid(-z)]``, computed by
+    ``F.binary_cross_entropy_with_logits`` (log-sum-exp stable); soft targets in [0, 1] allowed.
     Input/output contract: see :class:`Loss`.
     """
 

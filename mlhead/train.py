@@ -95,7 +95,7 @@ def expand_grid(losses: Sequence[str], seeds: Sequence[int] = (0,), lrs: Sequenc
             for seed, lr in itertools.product(seeds, lrs):
                 if lr <= 0:
                     raise ValueError(f"--lr {lr} is out of range; valid: > 0")
-                specs.append(RunSpec(loss, tuple(sorted(opts.items())), int(seed), float(lr)))
+                specs.append(RunSpec(L.canonical_name(loss), tuple(sorted(opts.items())), int(seed), float(lr)))
     unused = set(options) - used
     if unused:
         raise ValueError(f"option(s) {', '.join(sorted(unused))} not accepted by any of the losses "
@@ -248,7 +248,7 @@ def fit(cache_path, specs: list[RunSpec], cfg: FitConfig | None = None, runs_dir
             "classes": cache.classes, "dim": D, "n_train": N, "n_val": int(Xva.shape[0]),
             "best_epoch": best[i]["epoch"], "best_value": best[i]["value"], "stacked_runs": K,
             "train_seconds": seconds,
-            "suggested_rule": getattr(L.LOSSES[spec.loss], "DECISION_RULE", None)},
+            "suggested_rule": getattr(L.LOSSES[L.canonical_name(spec.loss)], "DECISION_RULE", None)},
             state={**state, **scaling}, history=history[i])
         if write:
             rec.path = write_run(rec, Path(runs_dir), spec.label)

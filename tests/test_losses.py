@@ -766,3 +766,39 @@ def test_training_reduces_loss(name):
     assert math.isfinite(after) and after < before - 1e-3 * abs(before), (before, after)
     if name in F1_TYPE:
         assert f1_after > f1_before + 0.1 and f1_after > 0.85, (f1_before, f1_after)
+
+
+def test_bce_is_an_alias_of_crossentropy():
+    z, y = T(Z1), T(Y1)
+    bce = build("bce")
+    assert type(bce) is LOSSES["crossentropy"] and bce.NAME == "crossentropy"
+    assert bce(z, y).item() == pytest.approx(ref_crossentropy(Z1, Y1), rel=1e-12)
+    assert bce(z, y).item() == torch.nn.functional.binary_cross_entropy_with_logits(z, y).item()
+    assert L.canonical_name("bce") == "crossentropy" and L.canonical_name("focal") == "focal"
+    with pytest.raises(ValueError, match="crossentropy: unknown option 'beta'"):
+        build("bce", beta=1.0)
+    with pytest.raises(ValueError, match=r"unknown loss 'bce2'.*aliases: bce \(= crossentropy\)"):
+        build("bce2")
+    assert "bce" not in LOSSES and set(L.ALIASES.values()) <= set(LOSSES)
+    entries = {e["name"]: e for e in describe()}
+    assert entries["crossentropy"]["aliases"] == ["bce"]
+    assert all(e["aliases"] == [] for n, e in entries.items() if n != "crossentropy")
+
+
+def test_losses_command_lists_bce_as_alias_not_as_a_loss():
+    from click.testing import CliRunner
+
+    from mlhead.cli import main
+
+    res = CliRunner().invoke(main, ["losses"], terminal_width=400)
+    assert res.exit_code == 0, res.output
+    assert res.output.count("(alias: bce)") == 1
+    names = [line.split("│")[1].strip() for line in res.output.splitlines() if line.count("│") > 2]
+    assert "bce" not in names and "crossentropy" in names
+
+
+def test_grid_with_alias_records_the_registered_name():
+    from mlhead.train import expand_grid
+
+    specs = expand_grid(["bce", "sigmoidf1"], seeds=[0, 1], options={"beta": [2.0]})
+    assert [s.loss for s in specs] == ["crossentropy", "crossentropy", "sigmoidf1", "sigmoidf1"]
