@@ -499,6 +499,29 @@ def _mulan_root(tmp_path):
     return root
 
 
+@pytest.mark.parametrize("rows", [DENSE_ROWS, SPARSE_ROWS], ids=["dense", "sparse"])
+def test_arff_reader_matches_liac_arff_via_bench(tmp_path, rows):
+    """bench/bench_arff.py's comparison on the toy file: our reader and liac-arff give the same
+    array (sparse rows, quoted values, nominals) and, but for liac-arff keeping the backslash of an
+    escaped quote in a name, the same attributes."""
+    pytest.importorskip("arff")
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+    try:
+        from bench_arff import compare, liac_read
+    finally:
+        sys.path.pop(0)
+    path = tmp_path / "toy.arff"
+    path.write_text(ARFF_HEADER + "\n".join(rows) + "\n")
+    row = compare(path, repeat=1)
+    assert row["same_array"] and (row["rows"], row["attributes"], row["sparse"]) == (5, 6, rows is SPARSE_ROWS)
+    attrs, values = liac_read(path)
+    np.testing.assert_array_equal(values[:, [0, 2, 4]], np.c_[EXPECTED_X[:, [0]], [[1], [0], [2], [1], [0]],
+                                                              EXPECTED_X[:, [2]]])
+    assert [a for a, _ in attrs][3] == "la\\'b a" and not row["same_attributes"]  # liac-arff keeps the \\
+
+
 def test_mulan_dense_matches_scipy(tmp_path):
     """Cross-check the dense reader against scipy.io.arff (which knows no sparse rows, "-quoted
     names or quoted values)."""
