@@ -15,7 +15,8 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("MPLBACKEND", "Agg")
 
 #: ../shared next to the repository (real data and weights); absent in some environments.
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+#: MLHEAD_SHARED_DIR points elsewhere (e.g. from a git worktree that has no ../shared).
+SHARED = Path(os.environ.get("MLHEAD_SHARED_DIR") or Path(__file__).resolve().parents[1].parent / "shared")
 TINY_IMAGE_BACKBONE = "test_efficientnet"  # a timm test model: random init, tiny, fast
 CLASSES = ["cat", "dog", "bird"]
 

@@ -120,7 +120,13 @@ def test_standardize_is_stored_with_the_head_and_applied_at_predict(tmp_path):
     with torch.no_grad():
         ref = h((Xt - state["input_mean"]) / state["input_std"]).numpy()
     np.testing.assert_allclose(logits, ref, rtol=1e-5, atol=1e-5)
-    assert evaluate_run(rec.path)["metrics"]["micro_f1"] >= 0
+    # the written evaluation is the metrics of these independently recomputed logits (default rule)
+    from mlhead.metrics import evaluate
+
+    doc = evaluate_run(rec.path)
+    _, Yt, _ = open_cache(cache).load("test")
+    assert doc["rule"]["name"] == "softmax>=0.05"
+    assert doc["metrics"] == pytest.approx(evaluate(ref, Yt.numpy(), "softmax", 0.05), rel=1e-6, abs=1e-9, nan_ok=True)
 
 
 def test_standardize_leaves_constant_columns_unscaled(tmp_path):
