@@ -282,7 +282,7 @@ def _merged_candidates(cache_dir: Path, dataset: str, output: Path | None) -> li
     """Complete single-run caches that a rerun might find up to date (checked by a probe task)."""
     from .cache import read_attrs
     from .embed import cache_path
-    from .shards import SHARD_NAME
+    from .cache.merge import SHARD_NAME
 
     if output is not None:
         return [str(output)] if output.is_file() else []
@@ -331,7 +331,7 @@ def ray_embed(dataset: str, data_dir, num_shards: int | None = None, address: st
     :class:`RayUnavailableError` without Ray.
     """
     require_ray()
-    from .shards import merge_shards, merged_path, shard_path
+    from .cache import merge_shards, merged_path, shard_path
 
     if "shard" in embed_kwargs:
         raise ValueError("ray_embed makes the shards itself: pass num_shards, not shard")

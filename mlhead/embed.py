@@ -12,8 +12,6 @@ are reproducible too.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 import time
 from dataclasses import dataclass, field
@@ -25,7 +23,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from .backbones import Backbone, load_backbone
-from .cache import CacheLock, CacheWriter, check_reusable, library_versions
+from .cache import CacheLock, CacheWriter, cache_fields, check_reusable
 from .datasets import DatasetError, LoadedDataset, get_loader
 from .device import autocast, resolve_device, resolve_precision
 
@@ -143,38 +141,6 @@ def _to_device(batch, device: torch.device):
 # ---------------------------------------------------------------------------------- fingerprint
 
 
-def inputs_digest(data: LoadedDataset, root: Path) -> str:
-    """sha256 over (relative path, size, mtime_ns) of every input file."""
-    h = hashlib.sha256()
-    for p in data.files:
-        st = p.stat()
-        try:
-            rel = str(p.resolve().relative_to(root.resolve()))
-        except ValueError:
-            rel = str(p)
-        h.update(f"{rel}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
-    return h.hexdigest()
-
-
-def make_fingerprint(data: LoadedDataset, data_dir: Path, backbone: Backbone | None, precision: str,
-                     on_error: str, shard: tuple[int, int] | None) -> dict:
-    """Every input that shapes the cache; a change in any field makes the cache stale."""
-    versions = library_versions()
-    return {
-        "dataset": data.name, "dataset_options": data.options, "classes": data.classes,
-        "inputs": inputs_digest(data, data_dir if data_dir.is_dir() else data_dir.parent),
-        "n_inputs": len(data.files), "split_mode": data.split_mode, "split_seed": data.split_seed,
-        "split_ids": hashlib.sha256(json.dumps({s: [e.id for e in v] for s, v in data.splits.items()})
-                                    .encode()).hexdigest(),
-        "backbone": backbone.name if backbone else "none",
-        "weights_sha256": backbone.weights_sha256 if backbone else "",
-        "preprocessing": backbone.preprocessing if backbone else {},
-        "precision": precision, "on_error": on_error,
-        "shard": list(shard) if shard else None,
-        "versions": {k: v for k, v in versions.items() if k != "h5py"},
-    }
-
-
 def shard_slice(n: int, shard: tuple[int, int] | None) -> slice:
     """Rows ``[i*n//k, (i+1)*n//k)`` of a split for shard ``(i, k)``; all rows for None."""
     if shard is None:
@@ -234,26 +200,20 @@ def embed(dataset: str, data_dir, cache_dir="cache", backbone: str | None = None
         if bb.modality != data.modality:
             raise ValueError(f"backbone {bb.name!r} is a {bb.modality} model but dataset {dataset!r} is {data.modality}")
     prec = resolve_precision(precision, dev) if bb else "fp32"
-    fp = make_fingerprint(data, data_dir, bb, prec, on_error, shard)
+    fields = cache_fields(data, data_dir, bb, prec, on_error, shard)
+    fp = fields.fingerprint
     path = Path(output) if output else cache_path(Path(cache_dir), data.cache_name or dataset,
                                                   bb.name if bb else "none", shard)
     path.parent.mkdir(parents=True, exist_ok=True)
-    attrs = {"dataset": data.cache_name or dataset, "backbone": bb.name if bb else "none",
-             "weights_sha256": bb.weights_sha256 if bb else "", "preprocessing": bb.preprocessing if bb else {},
-             "split_mode": data.split_mode, "split_seed": -1 if data.split_seed is None else data.split_seed,
-             "precision": prec, "modality": data.modality, "dataset_options": data.options,
-             "on_error": on_error, "shard": list(shard) if shard else [], "notes": data.notes,
-             "skipped_at_load": data.skipped}
     with CacheLock(path, wait=wait_lock, on_wait=notify):
         # checked under the lock: a writer we waited for may just have finished this very cache
         if path.exists() and not force:
-            if not _same_but_on_error(path, fp):
-                check_reusable(path, fp)
+            check_reusable(path, fp)
             return EmbedResult(path, _rows_in(path), data.skipped, time.perf_counter() - t0, up_to_date=True,
                                notes=data.notes, processed=0, skipped_at_load=list(data.skipped))
         slices = {s: v[shard_slice(len(v), shard)] for s, v in data.splits.items()}
         writer = CacheWriter(path, data.classes, bb.dim if bb else _features_dim(data),
-                             {s: len(v) for s, v in slices.items()}, attrs=attrs, fingerprint=fp, force=force,
+                             {s: len(v) for s, v in slices.items()}, attrs=fields.attrs, fingerprint=fp, force=force,
                              sync_interval=SYNC_INTERVAL)
         resumed = sum(writer.done(s) for s in slices)
         start_consumed = sum(writer.consumed(s) for s in slices)
@@ -271,22 +231,6 @@ def embed(dataset: str, data_dir, cache_dir="cache", backbone: str | None = None
     return EmbedResult(out, {s: writer.done(s) for s in slices}, data.skipped + writer.skipped,
                        time.perf_counter() - t0, resumed_rows=resumed, notes=data.notes, processed=processed,
                        skipped_at_load=list(data.skipped))
-
-
-def _same_but_on_error(path: Path, fp: dict) -> bool:
-    """True when the complete cache at ``path`` differs from ``fp`` only in ``on_error`` and is what
-    this run would write anyway: built with ``raise`` (it has no bad rows), or with ``skip`` but
-    nothing was skipped."""
-    from .cache import diff_fingerprints, read_attrs
-
-    try:
-        attrs = read_attrs(path)
-    except OSError:
-        return False
-    old = attrs.get("fingerprint_json")
-    if not attrs.get("complete") or not isinstance(old, dict) or diff_fingerprints(old, fp) != ["on_error"]:
-        return False
-    return old.get("on_error") == "raise" or not (attrs.get("skipped") or attrs.get("skipped_at_load"))
 
 
 def _rows_in(path: Path) -> dict[str, int]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import h5py
 import numpy as np
 import pytest
@@ -122,3 +124,101 @@ def test_write_cache_rejects_mixed_widths(tmp_path):
     with pytest.raises(ValueError, match="widths differ"):
         write_cache(tmp_path / "c.h5", splits, ["x"])
     assert not (tmp_path / "c.h5").exists()
+
+
+# ------------------------------------------------------------------------------------ resume decision
+
+FP = {"dataset": "table", "backbone": "m", "split_seed": 44, "on_error": "raise", "inputs": "abc"}
+
+
+def test_resume_decision_fresh_when_nothing_exists():
+    from mlhead.cache.resume import FRESH, resume_decision
+
+    for force in (False, True):
+        d = resume_decision(None, FP, force)
+        assert d.action == FRESH and not d.keeps_rows and d.changed == ()
+
+
+def test_resume_decision_keeps_same_inputs_even_with_force():
+    from mlhead.cache.resume import KEEP, resume_decision
+
+    for force in (False, True):
+        d = resume_decision(dict(FP), {**FP}, force)
+        assert d.action == KEEP and d.keeps_rows and d.changed == () and d.details == ()
+
+
+@pytest.mark.parametrize("old_on_error, old_skipped, expect", [
+    ("raise", None, "adopt"),   # a raise run never skips: its rows are what a skip run writes
+    ("raise", 3, "adopt"),
+    ("skip", 0, "adopt"),       # a skip run that skipped nothing wrote what a raise run writes
+    ("skip", None, "refuse"),   # unknown: it may have skipped rows a raise run would stop at
+    ("skip", 2, "refuse"),
+])
+def test_resume_decision_on_error_only(old_on_error, old_skipped, expect):
+    from mlhead.cache.resume import resume_decision
+
+    new_on_error = "skip" if old_on_error == "raise" else "raise"
+    d = resume_decision({**FP, "on_error": old_on_error}, {**FP, "on_error": new_on_error}, False,
+                        old_skipped=old_skipped)
+    assert d.action == expect and d.changed == ("on_error",)
+    assert d.keeps_rows == (expect == "adopt")
+    assert d.details == (f"on_error: {old_on_error} -> {new_on_error}",)
+
+
+def test_resume_decision_other_inputs_refuse_or_discard():
+    from mlhead.cache.resume import DISCARD, REFUSE, resume_decision
+
+    old, new = FP, {**FP, "split_seed": 45, "inputs": "abd", "on_error": "skip"}
+    d = resume_decision(old, new, False, old_skipped=0)
+    assert d.action == REFUSE and not d.keeps_rows
+    assert d.changed == ("inputs", "on_error", "split_seed")
+    assert any(line.startswith("inputs: dataset files") for line in d.details)
+    assert "split_seed: 44 -> 45" in d.details
+    assert resume_decision(old, new, True).action == DISCARD
+    # a field only one side has is a change too
+    assert resume_decision(old, {**FP, "shard": [0, 2]}, False).changed == ("shard",)
+
+
+def test_resume_decision_is_pure(tmp_path, monkeypatch):
+    """No file is read or written, and the inputs are not modified."""
+    import builtins
+
+    from mlhead.cache.resume import resume_decision
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(builtins, "open", lambda *a, **k: pytest.fail(f"resume_decision opened {a}"))
+    old, new = {**FP, "on_error": "skip"}, dict(FP)
+    before = (json.dumps(old, sort_keys=True), json.dumps(new, sort_keys=True))
+    resume_decision(old, new, False, old_skipped=0)
+    assert (json.dumps(old, sort_keys=True), json.dumps(new, sort_keys=True)) == before
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_check_reusable_adopts_only_harmless_on_error_change(tmp_path):
+    from mlhead.cache.resume import ADOPT, KEEP
+
+    splits = _splits(np.random.default_rng(0))
+    skip_fp = {**FP, "on_error": "skip"}
+    clean = write_cache(tmp_path / "clean.h5", splits, list("abcde"), attrs={"skipped_at_load": []}, fingerprint=skip_fp)
+    assert check_reusable(clean, skip_fp).action == KEEP
+    assert check_reusable(clean, FP).action == ADOPT  # built with skip, but nothing was skipped
+    dirty = write_cache(tmp_path / "dirty.h5", splits, list("abcde"),
+                        attrs={"skipped_at_load": [{"id": "x", "where": "t.csv:3", "error": "bad"}]}, fingerprint=skip_fp)
+    with pytest.raises(CacheError, match=r"stale.*on_error: skip -> raise.*--force"):
+        check_reusable(dirty, FP)
+
+
+def test_journal_progress_counts_durable_rows(tmp_path):
+    from mlhead.cache import partial_dir, read_progress
+
+    path = tmp_path / "c.h5"
+    assert read_progress(partial_dir(path)) is None
+    w = CacheWriter(path, ["a"], 2, {"train": 5}, fingerprint={"v": 1}, sync_interval=3600)
+    w.append("train", np.ones((2, 2)), np.ones((2, 1)), ["x", "y"])
+    assert read_progress(partial_dir(path))["rows"] == {"train": 0}  # appended, not yet durable
+    w.flush()
+    doc = read_progress(partial_dir(path))
+    assert doc["rows"] == {"train": 2} and doc["consumed"] == {"train": 2} and doc["planned"] == {"train": 5}
+    (partial_dir(path) / "progress.json").write_text("{broken")
+    with pytest.raises(CacheError, match="unreadable progress.json"):
+        read_progress(partial_dir(path))

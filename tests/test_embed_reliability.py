@@ -21,7 +21,7 @@ import pytest
 from click.testing import CliRunner
 
 from conftest import CLASSES, TINY_IMAGE_BACKBONE, make_cache, shared_path
-from mlhead.cache import CacheLock, cache_info, open_cache, read_attrs, verify_cache
+from mlhead.cache import CacheLock, cache_info, open_cache, partial_dir, read_attrs, read_progress, verify_cache
 from mlhead.cli import main
 
 REPO = Path(__file__).resolve().parents[1]
@@ -134,6 +134,23 @@ def _subprocess_env():
     return env
 
 
+def _rows_written(partial: Path, n_classes: int) -> int:
+    """Rows whose labels reached the journal's raw files (durable or not)."""
+    return sum(p.stat().st_size for p in partial.glob("*.lab")) // max(n_classes, 1)
+
+
+def wait_for_journal(proc, partial: Path, ready, timeout: float = 120) -> dict | None:
+    """Poll the journal of a running embed until ``ready(progress, rows_written)``; its progress then,
+    or None when ``proc`` ended (or ``timeout`` passed) first."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and proc.poll() is None:
+        doc = read_progress(partial) if partial.is_dir() else None
+        if doc is not None and ready(doc, _rows_written(partial, len(doc["classes"]))):
+            return doc
+        time.sleep(0.01)
+    return None
+
+
 def test_sigkill_then_rerun_gives_the_uninterrupted_file(tmp_path):
     """`mlhead embed` killed with SIGKILL mid-run, rerun: resumes from the last flushed batch, shows the
     resumed rows, and writes the same file (embeddings, labels, ids, order, attrs) as a run never killed."""
@@ -149,20 +166,14 @@ def test_sigkill_then_rerun_gives_the_uninterrupted_file(tmp_path):
     victim = subprocess.Popen([sys.executable, str(driver), "embed", *args], env=env,
                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     target = one_cache(tmp_path / "killed")
-    progress = Path(str(target) + ".partial") / "progress.json"
-    deadline = time.monotonic() + 120
-    consumed = 0
+    partial = partial_dir(target)
+    progress = partial / "progress.json"
     try:
-        while time.monotonic() < deadline and victim.poll() is None:
-            try:
-                consumed = sum(json.loads(progress.read_text())["consumed"].values())
-            except (OSError, ValueError, KeyError):
-                consumed = 0
-            if consumed >= 8:
-                break
-            time.sleep(0.02)
-        time.sleep(0.4)  # kill between syncs: rows appended after the last flush must be dropped on resume
-        assert victim.poll() is None, f"embed ended before it could be killed: {victim.stderr.read()[-2000:]}"
+        # kill between syncs: once 8 rows are durable and the raw files already hold rows past the last
+        # durable count, which the resume must drop
+        durable = wait_for_journal(victim, partial, lambda doc, written: sum(doc["consumed"].values()) >= 8
+                                   and written > sum(doc["rows"].values()))
+        assert durable is not None, f"embed ended before it could be killed: {victim.stderr.read()[-2000:]}"
         victim.send_signal(signal.SIGKILL)
         victim.wait(30)
     finally:
@@ -170,9 +181,9 @@ def test_sigkill_then_rerun_gives_the_uninterrupted_file(tmp_path):
             victim.kill()
     assert victim.returncode == -signal.SIGKILL
     assert not target.exists() and progress.exists()
-    durable = json.loads(progress.read_text())
+    durable = read_progress(partial)
     assert 0 < sum(durable["rows"].values()) < 60
-    written = sum(p.stat().st_size for p in progress.parent.glob("*.lab")) // len(durable["classes"])
+    written = _rows_written(partial, len(durable["classes"]))
     # usually >: rows appended after the last sync reached the file but not progress.json
     assert written >= sum(durable["rows"].values()), (written, durable)
 
@@ -350,7 +361,7 @@ def test_stale_text_preprocessing(tmp_path, tiny_text_model, change):
 
 
 def test_stale_library_versions(tmp_path, monkeypatch):
-    import mlhead.embed as E
+    import mlhead.cache.fingerprint as E
 
     table = image_table(tmp_path / "data", 8)
     cli(image_args(table, tmp_path / "cache"))

@@ -13,7 +13,7 @@ from conftest import TINY_IMAGE_BACKBONE, _labels_for
 
 from mlhead.cache import CacheError, fingerprint_digest, read_attrs
 from mlhead.embed import embed
-from mlhead.shards import merge_shards, merged_path, shard_path
+from mlhead.cache import merge_shards, merged_path, shard_path
 
 N = 3
 # batch 2 divides every shard boundary of the 18/6/6 split into 3: shards and the single run see the
@@ -117,7 +117,7 @@ def test_merge_keeps_skipped_rows_in_order(tmp_path):
 
 
 def test_resumes_an_interrupted_merge(built, tmp_path, monkeypatch):
-    import mlhead.shards as S
+    import mlhead.cache.merge as S
 
     calls = {"n": 0}
     real_append = S.CacheWriter.append
