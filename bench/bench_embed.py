@@ -40,7 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from mlhead.backbones import load_backbone  # noqa: E402
 from mlhead.datasets import get_loader  # noqa: E402
 from mlhead.device import autocast, resolve_device, resolve_precision  # noqa: E402
-from mlhead.embed import embed  # noqa: E402
+from mlhead.embed import EmbedConfig, embed  # noqa: E402
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 
@@ -85,10 +85,10 @@ def run_embed(table: Path, options: dict, backbone: str, weights, args, cache_di
     """embed() into a fresh cache; end-to-end and batch-loop rows/s (loop = first to last progress call)."""
     marks: list[float] = []
     t0 = time.perf_counter()
-    res = embed("table", table, cache_dir, backbone=backbone, weights=weights, random_init=args.random_init,
-                precision=args.precision, batch_size=args.batch_size, workers=args.workers, device=args.device,
-                dataset_options=options, max_length=args.max_length, force=True,
-                progress=lambda split, done, total: marks.append(time.perf_counter()))
+    config = EmbedConfig("table", table, cache_dir, backbone=backbone, weights=weights, random_init=args.random_init,
+                         precision=args.precision, batch_size=args.batch_size, workers=args.workers,
+                         device=args.device, dataset_options=options, max_length=args.max_length, force=True)
+    res = embed(config, progress=lambda split, done, total: marks.append(time.perf_counter()))
     total = time.perf_counter() - t0
     rows = res.processed if res.processed is not None else sum(res.rows.values())
     loop = marks[-1] - marks[0] if len(marks) > 1 else total

@@ -143,6 +143,7 @@ def embed(dataset, data_dir, cache_dir, output, backbone, weights, random_init, 
           shard, ray_address, num_shards, device):
     """Stage one: run the frozen backbone once over every split and cache the embeddings (HDF5)."""
     from .datasets import default_data_dir
+    from .embed import EmbedConfig
     from .embed import embed as run_embed
 
     options = {k: v for k, v in dict(labels=labels_mode, voc_difficult=voc_difficult, text_column=text_column,
@@ -158,6 +159,11 @@ def embed(dataset, data_dir, cache_dir, output, backbone, weights, random_init, 
                                                              in ("true", "false") else v)
         except json.JSONDecodeError:
             options[k.strip().replace("-", "_")] = v
+    config = EmbedConfig(dataset, data_dir or default_data_dir(dataset), cache_dir=cache_dir, output=output,
+                         backbone=backbone, weights=weights, random_init=random_init, pooling=pooling,
+                         max_length=max_length, precision=precision, batch_size=batch_size, workers=workers,
+                         split_seed=split_seed, split_mode=split_mode, on_error=on_error, force=force,
+                         shard=_parse_shard(shard), dataset_options=options, device=device, wait_lock=wait_lock)
     if ray_address is not None or num_shards is not None:
         if ray_address is None:
             raise click.BadParameter("needs --ray [ADDRESS]", param_hint="--num-shards")
@@ -167,12 +173,7 @@ def embed(dataset, data_dir, cache_dir, output, backbone, weights, random_init, 
         from .distributed import ray_embed
 
         shards_done: list[dict] = []
-        path = ray_embed(dataset, data_dir or default_data_dir(dataset), num_shards, address=ray_address,
-                         output=output, cache_dir=cache_dir, backbone=backbone, weights=weights,
-                         random_init=random_init, pooling=pooling, max_length=max_length, precision=precision,
-                         batch_size=batch_size, workers=workers, split_seed=split_seed, split_mode=split_mode,
-                         on_error=on_error, force=force, dataset_options=options, device=device,
-                         wait_lock=wait_lock, on_shard_done=shards_done.append)
+        path = ray_embed(config, num_shards, address=ray_address, on_shard_done=shards_done.append)
         if not shards_done:
             console.print(f"cache up to date: [bold]{path}[/] (same inputs; --force rebuilds)")
             return
@@ -196,12 +197,7 @@ def embed(dataset, data_dir, cache_dir, output, backbone, weights, random_init, 
             rate = f"{(done - d0) / dt:.1f} rows/s" if dt > 0 and done > d0 else (f"resumed at {d0}" if d0 else "")
             bar.update(tasks[split], completed=done, rate=rate)
 
-        res = run_embed(dataset, data_dir or default_data_dir(dataset), cache_dir=cache_dir, backbone=backbone,
-                        weights=weights, random_init=random_init, pooling=pooling, max_length=max_length,
-                        precision=precision, batch_size=batch_size, workers=workers, split_seed=split_seed,
-                        split_mode=split_mode, on_error=on_error, force=force, shard=_parse_shard(shard),
-                        dataset_options=options, device=device, wait_lock=wait_lock, progress=progress,
-                        output=output,
+        res = run_embed(config, progress=progress,
                         notify=lambda msg: err_console.print(f"[yellow]{msg}[/]", highlight=False, soft_wrap=True))
     for note in res.notes:
         console.print(f"[dim]{note}[/]")

@@ -1,8 +1,8 @@
 """Scale-out on a Ray cluster (optional extra: ``pip install 'mlhead[ray]'``).
 
-* :func:`ray_embed` runs the ``n`` shards of an embed (:func:`mlhead.embed.embed` with
-  ``shard=(i, n)``) as Ray tasks, one GPU each where the cluster has GPUs, then joins them with
-  :func:`mlhead.shards.merge_shards` into the file a single run writes and deletes the shard files.
+* :func:`ray_embed` runs the ``n`` shards of an embed (:func:`mlhead.embed.embed` of an
+  :class:`~mlhead.embed.EmbedConfig` with ``shard=(i, n)``) as Ray tasks, one GPU each where the
+  cluster has GPUs, then joins them with :func:`mlhead.cache.merge_shards` into the file a single run writes and deletes the shard files.
   A shard whose worker dies (killed, out of memory, node lost) is retried by Ray (``max_retries``)
   and resumes from its own ``.partial``; finished shards are kept, so rerunning after a failure
   redoes only what is missing.
@@ -229,53 +229,40 @@ def _gather(ray, refs: list, labels: list[str], bar, on_done: Callable[[int, Any
 # ------------------------------------------------------------------------------------------- embed
 
 
-def _embed_shard_task(dataset: str, data_dir: str, shard: tuple[int, int], kwargs: dict, cpus: float) -> dict:
-    """Ray task: embed one shard (resuming its .partial if an earlier attempt was killed)."""
+def _embed_shard_task(config, cpus: float, progress: Callable | None) -> dict:
+    """Ray task: embed one shard (``config.shard``), resuming its .partial if an earlier attempt was killed."""
     _set_threads(cpus)
     import ray
 
     from .embed import embed
 
-    res = embed(dataset, data_dir, shard=tuple(shard), **kwargs)
-    return {"shard": list(shard), "path": str(res.path), "rows": dict(res.rows), "resumed_rows": res.resumed_rows,
-            "up_to_date": res.up_to_date, "seconds": res.seconds, "processed": res.processed,
-            "skipped": len(res.skipped_while_embedding), "node": ray.util.get_node_ip_address(), "pid": os.getpid()}
+    res = embed(config, progress=progress)
+    return {"shard": list(config.shard), "path": str(res.path), "rows": dict(res.rows),
+            "resumed_rows": res.resumed_rows, "up_to_date": res.up_to_date, "seconds": res.seconds,
+            "processed": res.processed, "skipped": len(res.skipped_while_embedding),
+            "node": ray.util.get_node_ip_address(), "pid": os.getpid()}
 
 
-class _NotUpToDate(Exception):
-    pass
-
-
-def _probe_task(dataset: str, data_dir: str, candidates: list[str], kwargs: dict, cpus: float) -> str | None:
-    """Ray task: the first candidate cache that a single-run embed with these options finds up to date."""
+def _probe_task(config, candidates: list[str], cpus: float) -> str | None:
+    """Ray task: the first candidate cache that holds what a single-run embed of ``config`` would write
+    (its plan's fingerprint against each file's; on a worker, since ``precision=auto`` resolves per node)."""
     _set_threads(cpus)
-    from .cache import CacheError
-    from .embed import embed
+    from .embed import plan_embed
 
-    def refuse(*_):  # embed only reports progress when it would write: never let a probe write
-        raise _NotUpToDate
-
-    for path in candidates:
-        if not Path(path).is_file():
-            continue
-        try:
-            res = embed(dataset, data_dir, output=path, **{**kwargs, "progress": refuse, "force": False})
-        except (CacheError, _NotUpToDate):
-            continue
-        if res.up_to_date:
-            return str(res.path)
-    return None
+    plan = plan_embed(config)
+    return next((path for path in candidates if plan.is_current(path)), None)
 
 
-def _absolute(kwargs: dict) -> dict:
-    out = dict(kwargs)
-    for key in ("cache_dir", "weights"):
-        if out.get(key) is not None:
-            out[key] = str(Path(out[key]).resolve())
-    bb = out.get("backbone")
+def _absolute(config):
+    """``config`` with its paths (cache dir, output, weights, a local backbone folder) made absolute."""
+    def resolved(p):
+        return None if p is None else str(Path(p).resolve())
+
+    bb = config.backbone
     if bb and (os.sep in str(bb) or str(bb).startswith(".")) and Path(bb).exists():
-        out["backbone"] = str(Path(bb).resolve())
-    return out
+        bb = str(Path(bb).resolve())
+    return dataclasses.replace(config, data_dir=resolved(config.data_dir), cache_dir=resolved(config.cache_dir),
+                               output=resolved(config.output), weights=resolved(config.weights), backbone=bb)
 
 
 def _merged_candidates(cache_dir: Path, dataset: str, output: Path | None) -> list[str]:
@@ -301,86 +288,86 @@ def _merged_candidates(cache_dir: Path, dataset: str, output: Path | None) -> li
     return found
 
 
-def ray_embed(dataset: str, data_dir, num_shards: int | None = None, address: str | None = None, output=None,
+def ray_embed(config, num_shards: int | None = None, address: str | None = None,
               cpus_per_task: float | None = None, gpus_per_task: float | None = None, max_retries: int = 3,
               num_cpus: int | None = None, keep_shards: bool = False, show_progress: bool = True,
-              on_shard_done: Callable[[dict], None] | None = None, **embed_kwargs) -> Path:
-    """Embed ``dataset`` as ``num_shards`` Ray tasks and merge them into the single-run cache file.
+              on_shard_done: Callable[[dict], None] | None = None,
+              progress: Callable[[str, int, int], None] | None = None) -> Path:
+    """Embed ``config`` (an :class:`~mlhead.embed.EmbedConfig` without ``shard``) as ``num_shards`` Ray
+    tasks and merge them into the single-run cache file.
 
-    ``num_shards`` defaults to the cluster's GPUs, or its CPUs on a CPU-only cluster.
+    ``num_shards`` defaults to the cluster's GPUs, or its CPUs on a CPU-only cluster. Shard ``i`` writes
+    ``<name>.shard-i-of-n.h5`` next to the output, which is ``config.output`` or
+    ``<cache_dir>/<dataset>/<backbone>.h5``; after a successful merge the shard files are deleted
+    (``keep_shards`` keeps them); after a failure they stay, and rerunning the same call reuses the
+    finished shards and resumes the others. A rerun whose output is already up to date returns it at
+    once (one probe task compares its plan with the file), unless ``config.force``.
 
-    ``embed_kwargs`` are :func:`mlhead.embed.embed`'s options (cache_dir, backbone, weights,
-    precision, batch_size, workers, force, ...); they reach every task (a ``progress`` callable runs
-    inside the tasks). Shard ``i`` writes ``<name>.shard-i-of-n.h5`` next to the output, which is
-    ``output`` or ``<cache_dir>/<dataset>/<backbone>.h5``; after a successful merge the shard files
-    are deleted (``keep_shards`` keeps them); after a failure they stay, and rerunning the same call
-    reuses the finished shards and resumes the others. A rerun whose output is already up to date
-    returns it at once (checked by one probe task), unless ``force``.
-
-    Per task: ``gpus_per_task`` (default 1 if the cluster has GPUs and ``device`` is not cpu, else 0)
-    and ``cpus_per_task`` (default: the CPUs per GPU of a GPU node, or the cluster's CPUs divided
-    among the shards); torch uses that many threads. ``max_retries``: how often a shard whose worker
-    died is rerun. ``address``: see :func:`ray_session` (``num_cpus`` sizes a local instance).
+    Per task: ``gpus_per_task`` (default 1 if the cluster has GPUs and ``config.device`` is not cpu,
+    else 0) and ``cpus_per_task`` (default: the CPUs per GPU of a GPU node, or the cluster's CPUs
+    divided among the shards); torch uses that many threads. ``max_retries``: how often a shard whose
+    worker died is rerun. ``address``: see :func:`ray_session` (``num_cpus`` sizes a local instance).
     ``on_shard_done(summary)`` is called in the driver for each finished shard (shard, path, rows,
-    resumed_rows, seconds, node, pid). Use an explicit ``precision`` on mixed hardware: ``auto``
+    resumed_rows, seconds, node, pid). ``progress(split, done, total)`` is :func:`~mlhead.embed.embed`'s
+    callback, run inside the tasks (pickled). Use an explicit ``precision`` on mixed hardware: ``auto``
     resolves per node, and shards of different precision refuse to merge.
 
-    Raises ValueError for bad options, the tasks' own errors (DatasetError, BackboneError,
+    Raises ConfigError for bad options, the tasks' own errors (DatasetError, BackboneError,
     CacheError, ...) prefixed with the shard, :class:`ClusterError` when a shard's worker died more
     than ``max_retries`` times, CacheError when the shards cannot be merged,
     :class:`RayUnavailableError` without Ray.
     """
     require_ray()
     from .cache import merge_shards, merged_path, shard_path
+    from .errors import ConfigError
 
-    if "shard" in embed_kwargs:
-        raise ValueError("ray_embed makes the shards itself: pass num_shards, not shard")
+    if config.shard is not None:
+        raise ConfigError("ray_embed makes the shards itself: pass num_shards, not shard")
     if num_shards is not None and int(num_shards) < 1:
-        raise ValueError(f"--num-shards {num_shards} invalid; valid: >= 1")
-    data_dir = Path(data_dir).resolve()
-    if not data_dir.exists():
-        raise FileNotFoundError(f"--data-dir {data_dir}: no such file or folder (with --ray it must be on storage "
-                                "every node sees, at the same path)")
-    kwargs = _absolute(embed_kwargs)
-    kwargs.setdefault("cache_dir", str(Path("cache").resolve()))
-    out = Path(output).resolve() if output is not None else None
-    cache_dir = Path(kwargs["cache_dir"])
+        raise ConfigError(f"--num-shards {num_shards} invalid; valid: >= 1")
+    if not Path(config.data_dir).exists():
+        raise FileNotFoundError(f"--data-dir {Path(config.data_dir).resolve()}: no such file or folder (with --ray "
+                                "it must be on storage every node sees, at the same path)")
+    config = _absolute(config.validate())
+    out = Path(config.output) if config.output is not None else None
     with ray_session(address, num_cpus) as ray:
-        n = int(num_shards) if num_shards is not None else _default_shards(ray, kwargs.get("device"))
-        cpus, gpus = _resources(ray, n, cpus_per_task, gpus_per_task, kwargs.get("device"))
-        if gpus and str(kwargs.get("device") or "").startswith("cuda"):
-            kwargs["device"] = "cuda"  # Ray gives each task its GPU(s) as cuda:0...
-        if not kwargs.get("force"):
-            candidates = _merged_candidates(cache_dir, dataset, out)
+        n = int(num_shards) if num_shards is not None else _default_shards(ray, config.device)
+        cpus, gpus = _resources(ray, n, cpus_per_task, gpus_per_task, config.device)
+        if gpus and str(config.device or "").startswith("cuda"):
+            config = dataclasses.replace(config, device="cuda")  # Ray gives each task its GPU(s) as cuda:0...
+        if not config.force:
+            candidates = _merged_candidates(Path(config.cache_dir), config.dataset, out)
             if candidates:
                 probe = ray.remote(_probe_task).options(num_cpus=cpus, num_gpus=gpus, max_retries=max_retries)
-                found = ray.get(probe.remote(dataset, str(data_dir), candidates, kwargs, cpus))
+                found = ray.get(probe.remote(config, candidates, cpus))
                 if found:
                     return Path(found)
         task = ray.remote(_embed_shard_task).options(num_cpus=cpus, num_gpus=gpus, max_retries=max_retries,
                                                      retry_exceptions=False)
-        refs, labels = [], []
-        for i in range(n):
-            kw = dict(kwargs)
-            if out is not None:
-                kw["output"] = str(shard_path(out, (i, n)))
-            refs.append(task.remote(dataset, str(data_dir), (i, n), kw, cpus))
-            labels.append(f"shard {i}/{n}")
-
-        def done(i, summary):
-            if on_shard_done:
-                on_shard_done(summary)
-            rows = sum(summary["rows"].values())
-            how = "up to date" if summary["up_to_date"] else f"{summary['seconds']:.1f} s"
-            return f"shard {i}: {rows} rows, {how}" + (f", resumed at {summary['resumed_rows']}"
-                                                        if summary["resumed_rows"] else "")
-
-        with _progress_bar(n, f"embed {dataset} ({n} shards, {cpus:g} CPU{f', {gpus:g} GPU' if gpus else ''} each)",
-                           show_progress) as bar:
-            summaries = _gather(ray, refs, labels, bar, done, max_retries)
+        refs = [task.remote(dataclasses.replace(config, shard=(i, n),
+                                                output=str(shard_path(out, (i, n))) if out else None),
+                            cpus, progress)
+                for i in range(n)]
+        labels = [f"shard {i}/{n}" for i in range(n)]
+        with _progress_bar(n, f"embed {config.dataset} ({n} shards, {cpus:g} CPU{f', {gpus:g} GPU' if gpus else ''} "
+                              "each)", show_progress) as bar:
+            summaries = _gather(ray, refs, labels, bar, _shard_note(on_shard_done), max_retries)
     paths = [Path(s["path"]) for s in summaries]
     target = out if out is not None else merged_path(paths[0])
-    return merge_shards(paths, target, force=bool(kwargs.get("force")), remove=not keep_shards)
+    return merge_shards(paths, target, force=config.force, remove=not keep_shards)
+
+
+def _shard_note(on_shard_done: Callable[[dict], None] | None) -> Callable[[int, dict], str]:
+    """The progress note of a finished shard (calling ``on_shard_done(summary)`` first)."""
+    def done(i: int, summary: dict) -> str:
+        if on_shard_done:
+            on_shard_done(summary)
+        rows = sum(summary["rows"].values())
+        how = "up to date" if summary["up_to_date"] else f"{summary['seconds']:.1f} s"
+        return f"shard {i}: {rows} rows, {how}" + (f", resumed at {summary['resumed_rows']}"
+                                                    if summary["resumed_rows"] else "")
+
+    return done
 
 
 # ------------------------------------------------------------------------------------------- sweep

@@ -23,9 +23,10 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from .backbones import Backbone, load_backbone
-from .cache import CacheLock, CacheWriter, cache_fields, check_reusable
+from .cache import CacheError, CacheFields, CacheLock, CacheWriter, cache_fields, check_reusable
 from .datasets import DatasetError, LoadedDataset, get_loader
 from .device import autocast, resolve_device, resolve_precision
+from .errors import ConfigError
 
 ON_ERROR = ("raise", "skip")
 DEFAULT_BACKBONE = {"image": "mobilenetv2_100", "text": "minilm"}
@@ -138,7 +139,7 @@ def _to_device(batch, device: torch.device):
     return batch.to(device, non_blocking=True)
 
 
-# ---------------------------------------------------------------------------------- fingerprint
+# ---------------------------------------------------------------------------------------- paths
 
 
 def shard_slice(n: int, shard: tuple[int, int] | None) -> slice:
@@ -156,17 +157,138 @@ def cache_path(cache_dir: Path, dataset: str, backbone: str, shard: tuple[int, i
     return Path(cache_dir) / dataset / f"{safe}{suffix}.h5"
 
 
+# ---------------------------------------------------------------------------------------- plan
+
+
+@dataclass(frozen=True)
+class EmbedConfig:
+    """What ``mlhead embed`` is asked to do: the dataset, the encoder and the run options.
+
+    Paths may be relative (resolved against the working directory when used). ``shard``: ``(i, n)``
+    embeds rows ``shard_slice`` of every split into ``<name>.shard-i-of-n.h5``. ``force`` rebuilds a
+    cache (or discards a partial) made from other inputs. ``dataset_options``: the loader's own
+    options (``mlhead datasets`` lists them).
+    """
+
+    dataset: str
+    data_dir: str | os.PathLike
+    cache_dir: str | os.PathLike = "cache"
+    output: str | os.PathLike | None = None
+    backbone: str | None = None
+    weights: str | os.PathLike | None = None
+    random_init: bool = False
+    pooling: str | None = None
+    max_length: int = 256
+    precision: str = "auto"
+    batch_size: int = 64
+    workers: int | None = None
+    split_seed: int = 44
+    split_mode: str = "random"
+    on_error: str = "raise"
+    force: bool = False
+    shard: tuple[int, int] | None = None
+    dataset_options: dict = field(default_factory=dict)
+    device: str | None = None
+    wait_lock: bool = False
+
+    def validate(self) -> "EmbedConfig":
+        """Return self, or raise :class:`~mlhead.errors.ConfigError` naming the bad option."""
+        if self.on_error not in ON_ERROR:
+            raise ConfigError(f"--on-error {self.on_error!r} invalid; valid: {', '.join(ON_ERROR)}")
+        if self.batch_size < 1:
+            raise ConfigError(f"--batch-size {self.batch_size} invalid; valid: >= 1")
+        if self.shard is not None and not (0 <= self.shard[0] < self.shard[1]):
+            raise ConfigError(f"--shard {self.shard[0]}/{self.shard[1]} invalid; valid: i/n with 0 <= i < n")
+        return self
+
+
+@dataclass
+class EmbedPlan:
+    """What an embed will write, decided before anything is written (see :func:`plan_embed`).
+
+    ``path``: the cache file; ``fields``: its fingerprint and root attrs; ``data``: the loaded dataset;
+    ``encoder``: the loaded backbone (None for a dataset that brings its own features); ``device`` and
+    ``precision`` (resolved); ``dim``: embedding width D.
+    """
+
+    config: EmbedConfig
+    data: LoadedDataset
+    encoder: Backbone | None
+    device: torch.device
+    precision: str
+    path: Path
+    fields: CacheFields
+    dim: int
+
+    @property
+    def fingerprint(self) -> dict:
+        return self.fields.fingerprint
+
+    @property
+    def attrs(self) -> dict:
+        return self.fields.attrs
+
+    def slices(self) -> dict[str, list]:
+        """split -> the examples this run embeds (the shard's slice of each split)."""
+        return {s: v[shard_slice(len(v), self.config.shard)] for s, v in self.data.splits.items()}
+
+    def is_current(self, path: str | os.PathLike | None = None) -> bool:
+        """True when the complete cache at ``path`` (default: :attr:`path`) holds what this plan would
+        write (same fingerprint, or one differing only harmlessly in ``on_error``). Reads, never writes."""
+        target = Path(path) if path is not None else self.path
+        if not target.is_file():
+            return False
+        try:
+            check_reusable(target, self.fingerprint)
+        except CacheError:
+            return False
+        return True
+
+
+def _resolve_encoder(config: EmbedConfig, data: LoadedDataset) -> Backbone | None:
+    """The encoder of ``config`` for ``data`` (None for a features dataset); ConfigError on a modality
+    mismatch."""
+    if data.modality == "features":
+        return None
+    name = config.backbone
+    if name is None:
+        loader = get_loader(config.dataset)
+        name = loader.default_backbone if loader.modality == data.modality else DEFAULT_BACKBONE[data.modality]
+    bb = _load_backbone(name, config.weights, config.random_init, config.pooling, config.max_length)
+    if bb.modality != data.modality:
+        raise ConfigError(f"backbone {bb.name!r} is a {bb.modality} model but dataset {config.dataset!r} "
+                          f"is {data.modality}")
+    return bb
+
+
+def plan_embed(config: EmbedConfig) -> EmbedPlan:
+    """Decide what ``embed(config)`` writes, without writing anything: load the dataset (its
+    splits and labels), resolve the device, precision and encoder, and build the cache path,
+    fingerprint and attrs. No file or folder is created.
+
+    The encoder is loaded (its preprocessing and weights digest are part of the fingerprint), except
+    for datasets that bring their own features. Raises ConfigError for bad options, DatasetError,
+    BackboneError.
+    """
+    config.validate()
+    data_dir = Path(config.data_dir)
+    data = get_loader(config.dataset).load(data_dir, split_seed=config.split_seed, split_mode=config.split_mode,
+                                           on_error=config.on_error, **(config.dataset_options or {}))
+    dev = resolve_device(config.device)
+    bb = _resolve_encoder(config, data)
+    prec = resolve_precision(config.precision, dev) if bb else "fp32"
+    fields = cache_fields(data, data_dir, bb, prec, config.on_error, config.shard)
+    path = Path(config.output) if config.output else cache_path(
+        Path(config.cache_dir), data.cache_name or config.dataset, bb.name if bb else "none", config.shard)
+    return EmbedPlan(config, data, bb, dev, prec, path, fields, bb.dim if bb else _features_dim(data))
+
+
 # ---------------------------------------------------------------------------------------- embed
 
 
-def embed(dataset: str, data_dir, cache_dir="cache", backbone: str | None = None, weights=None,
-          random_init: bool = False, pooling: str | None = None, max_length: int = 256,
-          precision: str = "auto", batch_size: int = 64, workers: int | None = None, split_seed: int = 44,
-          split_mode: str = "random", on_error: str = "raise", force: bool = False,
-          shard: tuple[int, int] | None = None, dataset_options: dict | None = None, device: str | None = None,
-          wait_lock: bool = False, progress: Callable | None = None, output: str | os.PathLike | None = None,
-          stop_after_batches: int | None = None, notify: Callable[[str], None] | None = None) -> EmbedResult:
-    """Embed every split of ``dataset`` into ``<cache_dir>/<dataset>/<backbone>.h5``.
+def embed(config: EmbedConfig, progress: Callable | None = None, notify: Callable[[str], None] | None = None,
+          stop_after_batches: int | None = None) -> EmbedResult:
+    """Embed every split of ``config.dataset`` into the cache file :func:`plan_embed` names.
 
     Up to date (same fingerprint) -> returns at once (``up_to_date``); stale -> CacheError naming the
     changed fields unless ``force``. An interrupted run (its ``.partial``) with the same inputs is
@@ -177,53 +299,27 @@ def embed(dataset: str, data_dir, cache_dir="cache", backbone: str | None = None
     total)`` is called once per split before its first batch (``done`` = resumed rows) and after
     every batch. Another writer of the same cache -> CacheError, or wait with ``wait_lock``
     (``notify(message)`` is called before waiting).
-    ``stop_after_batches`` (tests) stops early, as Ctrl-C would. Raises ValueError for bad options,
+    ``stop_after_batches`` (tests) stops early, as Ctrl-C would. Raises ConfigError for bad options,
     BackboneError, DatasetError, CacheError.
     """
     t0 = time.perf_counter()
-    if on_error not in ON_ERROR:
-        raise ValueError(f"--on-error {on_error!r} invalid; valid: {', '.join(ON_ERROR)}")
-    if batch_size < 1:
-        raise ValueError(f"--batch-size {batch_size} invalid; valid: >= 1")
-    if shard is not None and not (0 <= shard[0] < shard[1]):
-        raise ValueError(f"--shard {shard[0]}/{shard[1]} invalid; valid: i/n with 0 <= i < n")
-    loader = get_loader(dataset)
-    data_dir = Path(data_dir)
-    data = loader.load(data_dir, split_seed=split_seed, split_mode=split_mode, on_error=on_error,
-                       **(dataset_options or {}))
-    dev = resolve_device(device)
-    bb = None
-    if data.modality != "features":
-        if backbone is None:
-            backbone = loader.default_backbone if loader.modality == data.modality else DEFAULT_BACKBONE[data.modality]
-        bb = _load_backbone(backbone, weights, random_init, pooling, max_length)
-        if bb.modality != data.modality:
-            raise ValueError(f"backbone {bb.name!r} is a {bb.modality} model but dataset {dataset!r} is {data.modality}")
-    prec = resolve_precision(precision, dev) if bb else "fp32"
-    fields = cache_fields(data, data_dir, bb, prec, on_error, shard)
-    fp = fields.fingerprint
-    path = Path(output) if output else cache_path(Path(cache_dir), data.cache_name or dataset,
-                                                  bb.name if bb else "none", shard)
+    plan = plan_embed(config)
+    path, data = plan.path, plan.data
     path.parent.mkdir(parents=True, exist_ok=True)
-    with CacheLock(path, wait=wait_lock, on_wait=notify):
+    with CacheLock(path, wait=config.wait_lock, on_wait=notify):
         # checked under the lock: a writer we waited for may just have finished this very cache
-        if path.exists() and not force:
-            check_reusable(path, fp)
+        if path.exists() and not config.force:
+            check_reusable(path, plan.fingerprint)
             return EmbedResult(path, _rows_in(path), data.skipped, time.perf_counter() - t0, up_to_date=True,
                                notes=data.notes, processed=0, skipped_at_load=list(data.skipped))
-        slices = {s: v[shard_slice(len(v), shard)] for s, v in data.splits.items()}
-        writer = CacheWriter(path, data.classes, bb.dim if bb else _features_dim(data),
-                             {s: len(v) for s, v in slices.items()}, attrs=fields.attrs, fingerprint=fp, force=force,
+        slices = plan.slices()
+        writer = CacheWriter(path, data.classes, plan.dim, {s: len(v) for s, v in slices.items()},
+                             attrs=plan.attrs, fingerprint=plan.fingerprint, force=config.force,
                              sync_interval=SYNC_INTERVAL)
         resumed = sum(writer.done(s) for s in slices)
         start_consumed = sum(writer.consumed(s) for s in slices)
-        consumed = _Counter(stop_after_batches)
         try:
-            if bb is None:
-                _write_features(writer, data, shard, progress)
-            else:
-                bb.to(dev)
-                _embed_splits(writer, slices, data, bb, dev, prec, batch_size, workers, on_error, progress, consumed)
+            _write_rows(plan, writer, slices, progress, _Counter(stop_after_batches))
         finally:
             writer.close()  # whatever stopped us (error, Ctrl-C), every appended batch is kept
         processed = sum(writer.consumed(s) for s in slices) - start_consumed
@@ -231,6 +327,17 @@ def embed(dataset: str, data_dir, cache_dir="cache", backbone: str | None = None
     return EmbedResult(out, {s: writer.done(s) for s in slices}, data.skipped + writer.skipped,
                        time.perf_counter() - t0, resumed_rows=resumed, notes=data.notes, processed=processed,
                        skipped_at_load=list(data.skipped))
+
+
+def _write_rows(plan: EmbedPlan, writer: CacheWriter, slices: dict, progress, counter) -> None:
+    """Append the rows still missing from ``writer``: copied features, or the encoder's embeddings."""
+    cfg, bb = plan.config, plan.encoder
+    if bb is None:
+        _write_features(writer, plan.data, cfg.shard, progress)
+        return
+    bb.to(plan.device)
+    _embed_splits(writer, slices, plan.data, bb, plan.device, plan.precision, cfg.batch_size, cfg.workers,
+                  cfg.on_error, progress, counter)
 
 
 def _rows_in(path: Path) -> dict[str, int]:

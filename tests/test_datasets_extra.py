@@ -481,15 +481,15 @@ def test_mulan_errors(tmp_path):
 
 def test_mulan_features_go_into_the_cache(tmp_path):
     h5py = pytest.importorskip("h5py")
-    from mlhead.embed import embed
+    from mlhead.embed import EmbedConfig, embed
 
     folder = write_mulan(tmp_path / "toy")
-    result = embed("mulan", folder, cache_dir=tmp_path / "cache")
+    result = embed(EmbedConfig("mulan", folder, cache_dir=tmp_path / "cache"))
     assert result.rows == {"train": 4, "val": 1, "test": 5}
     with h5py.File(result.path) as f:
         np.testing.assert_array_equal(f["test/labels"][:], EXPECTED_Y)
         np.testing.assert_allclose(f["test/embeddings"][:], EXPECTED_X, rtol=1e-3)  # stored float16
-    assert embed("mulan", folder, cache_dir=tmp_path / "cache").up_to_date
+    assert embed(EmbedConfig("mulan", folder, cache_dir=tmp_path / "cache")).up_to_date
 
 
 def _mulan_root(tmp_path):
@@ -660,7 +660,7 @@ def test_real_mulan_cal500_and_label_order():
 
 def test_each_mulan_benchmark_gets_its_own_cache(tmp_path):
     """Two MULAN benchmarks embedded into one cache dir must not collide (regression)."""
-    from mlhead.embed import embed
+    from mlhead.embed import EmbedConfig, embed
 
     root = tmp_path / "mulan"
     for name in ("alpha", "beta"):
@@ -672,6 +672,6 @@ def test_each_mulan_benchmark_gets_its_own_cache(tmp_path):
                 + "".join(f"{i / 10},{i % 2},{(i + 1) % 2}\n" for i in range(10)))
         (d / f"{name}-train.arff").write_text(arff)
         (d / f"{name}-test.arff").write_text(arff)
-    paths = {embed("mulan", root, cache_dir=tmp_path / "cache", dataset_options={"name": n}).path
+    paths = {embed(EmbedConfig("mulan", root, cache_dir=tmp_path / "cache", dataset_options={"name": n})).path
              for n in ("alpha", "beta")}
     assert {p.parent.name for p in paths} == {"mulan-alpha", "mulan-beta"}

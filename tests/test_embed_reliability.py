@@ -202,19 +202,19 @@ def test_sigkill_then_rerun_gives_the_uninterrupted_file(tmp_path):
 
 def test_interrupt_flushes_and_resume_matches_text(tmp_path, tiny_text_model):
     """Ctrl-C (KeyboardInterrupt) keeps every batch appended so far; the resumed run equals a clean run."""
-    from mlhead.embed import embed
+    from mlhead.embed import EmbedConfig, embed
 
     table = text_table(tmp_path, 20)  # train 12 rows = 3 batches of 4
     kw = dict(backbone=str(tiny_text_model), random_init=True, precision="fp32", batch_size=4, workers=0,
               dataset_options={"text_column": "text", "id_column": "id"})
     with pytest.raises(KeyboardInterrupt):
-        embed("table", table, tmp_path / "a", stop_after_batches=3, **kw)
+        embed(EmbedConfig("table", table, tmp_path / "a", **kw), stop_after_batches=3)
     path = next((tmp_path / "a").rglob("*.h5.partial"))
     prog = json.loads((path / "progress.json").read_text())
     assert sum(prog["consumed"].values()) == 12  # all 3 batches durable despite the 1 s sync interval
-    res = embed("table", table, tmp_path / "a", **kw)
+    res = embed(EmbedConfig("table", table, tmp_path / "a", **kw))
     assert res.resumed_rows == 12 and res.processed == 8
-    ref = embed("table", table, tmp_path / "b", **kw)
+    ref = embed(EmbedConfig("table", table, tmp_path / "b", **kw))
     assert ref.resumed_rows == 0
     assert_same_cache(res.path, ref.path)
 
@@ -223,30 +223,30 @@ def test_progress_per_split_with_one_loader_and_resume(tmp_path, tiny_text_model
     """One DataLoader serves every split, but progress stays per split: each split's first call comes
     before its own first batch (done = resumed rows), then one call per batch, ending at the split's
     size; the batches never straddle splits (a resume mid-train gives the clean run's file)."""
-    from mlhead.embed import embed
+    from mlhead.embed import EmbedConfig, embed
 
     table = text_table(tmp_path, 20)  # 12 / 4 / 4 rows; batches of 5: train 5+5+2, val 4, test 4
     kw = dict(backbone=str(tiny_text_model), random_init=True, precision="fp32", batch_size=5, workers=1,
               dataset_options={"text_column": "text", "id_column": "id"})
     with pytest.raises(KeyboardInterrupt):
-        embed("table", table, tmp_path / "a", stop_after_batches=1, **kw)
+        embed(EmbedConfig("table", table, tmp_path / "a", **kw), stop_after_batches=1)
     calls = []
-    res = embed("table", table, tmp_path / "a", progress=lambda *c: calls.append(c), **kw)
+    res = embed(EmbedConfig("table", table, tmp_path / "a", **kw), progress=lambda *c: calls.append(c))
     assert res.resumed_rows == 5
     assert calls == [("train", 5, 12), ("train", 10, 12), ("train", 12, 12), ("val", 0, 4), ("val", 4, 4),
                      ("test", 0, 4), ("test", 4, 4)]
-    ref = embed("table", table, tmp_path / "b", **kw)
+    ref = embed(EmbedConfig("table", table, tmp_path / "b", **kw))
     assert_same_cache(res.path, ref.path)
 
 
 def test_cli_fit_refuses_incomplete_cache(tmp_path):
-    from mlhead.embed import embed
+    from mlhead.embed import EmbedConfig, embed
 
     table = image_table(tmp_path / "data", 12)
     with pytest.raises(KeyboardInterrupt):
-        embed("table", table, tmp_path / "cache", backbone=TINY_IMAGE_BACKBONE, random_init=True, precision="fp32",
-              batch_size=4, workers=0, dataset_options={"image_column": "image", "id_column": "id"},
-              stop_after_batches=1)
+        embed(EmbedConfig("table", table, tmp_path / "cache", backbone=TINY_IMAGE_BACKBONE, random_init=True,
+                          precision="fp32", batch_size=4, workers=0,
+                          dataset_options={"image_column": "image", "id_column": "id"}), stop_after_batches=1)
     path = one_cache(tmp_path / "cache")
     res = cli(["fit", "--cache", path, "--epochs", 1, "--runs-dir", tmp_path / "runs"], code=2)
     assert "interrupted embed" in res.output and str(path) in res.output
@@ -373,13 +373,13 @@ def test_stale_library_versions(tmp_path, monkeypatch):
 
 
 def test_partial_with_other_inputs_is_not_resumed(tmp_path):
-    from mlhead.embed import embed
+    from mlhead.embed import EmbedConfig, embed
 
     table = image_table(tmp_path / "data", 12)
     with pytest.raises(KeyboardInterrupt):
-        embed("table", table, tmp_path / "cache", backbone=TINY_IMAGE_BACKBONE, random_init=True, precision="fp32",
-              batch_size=4, workers=0, dataset_options={"image_column": "image", "id_column": "id"},
-              stop_after_batches=1)
+        embed(EmbedConfig("table", table, tmp_path / "cache", backbone=TINY_IMAGE_BACKBONE, random_init=True,
+                          precision="fp32", batch_size=4, workers=0,
+                          dataset_options={"image_column": "image", "id_column": "id"}), stop_after_batches=1)
     res = cli(image_args(table, tmp_path / "cache", "--split-seed", 7), code=2)
     assert "interrupted embed with different inputs" in res.output and "split_seed" in res.output
     res = cli(image_args(table, tmp_path / "cache", "--split-seed", 7, "--force"))
@@ -449,7 +449,7 @@ def test_decode_threads_and_worker_processes_write_the_same_cache(tmp_path, monk
     order. (The forward pass keeps its own thread count: that one may change bf16/fp32 rounding.)"""
     import torch
 
-    from mlhead.embed import embed
+    from mlhead.embed import EmbedConfig, embed
 
     seen = []
     real_pool = __import__("concurrent.futures", fromlist=["ThreadPoolExecutor"]).ThreadPoolExecutor
@@ -467,7 +467,7 @@ def test_decode_threads_and_worker_processes_write_the_same_cache(tmp_path, monk
     paths = []
     for name, n_threads, workers in (("t1", 1, 0), ("t3", 3, 0), ("w1", 3, 1)):
         monkeypatch.setattr(torch, "get_num_threads", lambda n=n_threads: n)
-        paths.append(embed("table", table, tmp_path / name, workers=workers, **kw).path)
+        paths.append(embed(EmbedConfig("table", table, tmp_path / name, workers=workers, **kw)).path)
     assert seen == [3]  # only the in-process run with 3 threads used a decode pool
     for other in paths[1:]:
         assert_same_cache(paths[0], other)
@@ -581,7 +581,7 @@ def test_empty_text_raises_or_is_skipped(tmp_path, tiny_text_model):
 
 
 def test_cache_info_complete_partial_and_incomplete(tmp_path):
-    from mlhead.embed import embed
+    from mlhead.embed import EmbedConfig, embed
 
     path = make_cache(tmp_path / "c.h5", n=(30, 10, 10), n_classes=4)
     info = cache_info(path)
@@ -597,9 +597,9 @@ def test_cache_info_complete_partial_and_incomplete(tmp_path):
 
     table = image_table(tmp_path / "data", 12)
     with pytest.raises(KeyboardInterrupt):
-        embed("table", table, tmp_path / "cache", backbone=TINY_IMAGE_BACKBONE, random_init=True, precision="fp32",
-              batch_size=4, workers=0, dataset_options={"image_column": "image", "id_column": "id"},
-              stop_after_batches=1)
+        embed(EmbedConfig("table", table, tmp_path / "cache", backbone=TINY_IMAGE_BACKBONE, random_init=True,
+                          precision="fp32", batch_size=4, workers=0,
+                          dataset_options={"image_column": "image", "id_column": "id"}), stop_after_batches=1)
     partial_target = one_cache(tmp_path / "cache")
     info = cache_info(partial_target)
     assert not info["complete"] and info["state"].startswith("partial")

@@ -11,9 +11,8 @@ import numpy as np
 import pytest
 from conftest import TINY_IMAGE_BACKBONE, _labels_for
 
-from mlhead.cache import CacheError, fingerprint_digest, read_attrs
-from mlhead.embed import embed
-from mlhead.cache import merge_shards, merged_path, shard_path
+from mlhead.cache import CacheError, fingerprint_digest, merge_shards, merged_path, read_attrs, shard_path
+from mlhead.embed import EmbedConfig, embed
 
 N = 3
 # batch 2 divides every shard boundary of the 18/6/6 split into 3: shards and the single run see the
@@ -51,8 +50,8 @@ def built(tmp_path_factory):
     root = tmp_path_factory.mktemp("shards")
     table = _write_table(root)
     cache_dir = root / "cache"
-    single = embed("table", table, cache_dir=cache_dir, **KW).path
-    shards = [embed("table", table, cache_dir=cache_dir, shard=(i, N), **KW).path for i in range(N)]
+    single = embed(EmbedConfig("table", table, cache_dir=cache_dir, **KW)).path
+    shards = [embed(EmbedConfig("table", table, cache_dir=cache_dir, shard=(i, N), **KW)).path for i in range(N)]
     return {"table": table, "cache_dir": cache_dir, "single": single, "shards": shards}
 
 
@@ -99,7 +98,7 @@ def test_merge_to_default_path_is_what_embed_reuses(built, tmp_path):
     assert out == cache_dir / "table" / f"{TINY_IMAGE_BACKBONE}.h5" == merged_path(copies[1])
     assert not any(p.exists() for p in copies)
     # the unsharded embed sees its own cache: nothing to do
-    res = embed("table", built["table"], cache_dir=cache_dir, **KW)
+    res = embed(EmbedConfig("table", built["table"], cache_dir=cache_dir, **KW))
     assert res.up_to_date and res.path == out
     # merging again into an up-to-date file leaves it untouched
     mtime = out.stat().st_mtime_ns
@@ -109,8 +108,8 @@ def test_merge_to_default_path_is_what_embed_reuses(built, tmp_path):
 def test_merge_keeps_skipped_rows_in_order(tmp_path):
     table = _write_table(tmp_path, corrupt=(3, 17, 25))
     kw = {**KW, "on_error": "skip", "cache_dir": tmp_path / "cache"}
-    single = embed("table", table, **kw).path
-    shards = [embed("table", table, shard=(i, N), **kw).path for i in range(N)]
+    single = embed(EmbedConfig("table", table, **kw)).path
+    shards = [embed(EmbedConfig("table", table, shard=(i, N), **kw)).path for i in range(N)]
     out = merge_shards(shards, tmp_path / "merged.h5")
     assert_same_cache(single, out)
     assert len(read_attrs(out)["skipped"]) == 3
@@ -166,13 +165,14 @@ def test_refuses_duplicate_and_overlapping_shards(built, tmp_path):
 
 def test_refuses_shards_with_other_inputs(built, tmp_path):
     s = built["shards"]
-    other = embed("table", built["table"], cache_dir=tmp_path / "cache", shard=(1, N), **{**KW, "split_seed": 45}).path
+    other = embed(EmbedConfig("table", built["table"], cache_dir=tmp_path / "cache", shard=(1, N),
+                              **{**KW, "split_seed": 45})).path
     _refused([s[0], other, s[2]], tmp_path / "m.h5", other, s[0], "split_seed: 44 -> 45")
 
 
 def test_refuses_different_n(built, tmp_path):
     s = built["shards"]
-    half = embed("table", built["table"], cache_dir=tmp_path / "cache", shard=(1, 2), **KW).path
+    half = embed(EmbedConfig("table", built["table"], cache_dir=tmp_path / "cache", shard=(1, 2), **KW)).path
     _refused([s[0], half, s[2]], tmp_path / "m.h5", "different n", f"{half} is 1/2", f"{s[0]} is 0/3")
 
 
@@ -180,7 +180,7 @@ def test_refuses_incomplete_shard(built, tmp_path):
     s = built["shards"]
     cache_dir = tmp_path / "cache"
     with pytest.raises(KeyboardInterrupt):
-        embed("table", built["table"], cache_dir=cache_dir, shard=(1, N), stop_after_batches=1, **KW)
+        embed(EmbedConfig("table", built["table"], cache_dir=cache_dir, shard=(1, N), **KW), stop_after_batches=1)
     partial_only = cache_dir / "table" / s[1].name
     assert not partial_only.exists()
     _refused([s[0], partial_only, s[2]], tmp_path / "m.h5", partial_only, "not complete")
@@ -195,7 +195,7 @@ def test_refuses_unsharded_file_and_stale_output(built, tmp_path):
     s = built["shards"]
     _refused([s[0], built["single"], s[2]], tmp_path / "m.h5", built["single"], "not a shard")
     stale = tmp_path / "stale.h5"
-    other = embed("table", built["table"], cache_dir=tmp_path / "cache", **{**KW, "split_seed": 45}).path
+    other = embed(EmbedConfig("table", built["table"], cache_dir=tmp_path / "cache", **{**KW, "split_seed": 45})).path
     shutil.copy(other, stale)
     with pytest.raises(CacheError, match="stale"):
         merge_shards(s, stale)
@@ -210,7 +210,7 @@ def test_distributed_without_ray_says_how_to_install(monkeypatch, tmp_path):
 
     monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` now raises ImportError
     with pytest.raises(D.RayUnavailableError, match=r"pip install 'mlhead\[ray\]'"):
-        D.ray_embed("table", tmp_path, 2)
+        D.ray_embed(EmbedConfig("table", tmp_path), 2)
     with pytest.raises(ValueError, match=r"mlhead\[ray\]"):  # a ValueError too: the CLI prints one line
         D.ray_sweep(tmp_path / "c.h5", [], None, tmp_path)
 
