@@ -1,8 +1,6 @@
 """Ray scale-out on a local 2-CPU Ray instance: sharded embed (with a killed shard) and a sweep over cells.
 
 Ray is in the `dev` extra, so CI runs these; skipped where Ray is not installed (`pip install 'mlhead[ray]'`).
-The two end-to-end equality tests take minutes on a busy 2-core machine (measured 106 s and 137 s under
-load): marked slow (`make test-slow`); the retry and failure tests stay in `make test`.
 """
 
 from __future__ import annotations
@@ -45,7 +43,6 @@ def local_ray():
     ray.shutdown()
 
 
-@pytest.mark.slow
 def test_ray_embed_equals_single_process(local_ray, image_table, tmp_path):
     single = single_process(image_table, tmp_path / "single")
     summaries: list[dict] = []
@@ -120,7 +117,6 @@ def _by_run(results: list[dict]) -> dict:
     return out
 
 
-@pytest.mark.slow
 def test_ray_sweep_equals_local_sweep(local_ray, tmp_path):
     from mlhead import report as R
     from mlhead.sweep import Rule, cells, sweep
