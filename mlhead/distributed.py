@@ -181,27 +181,17 @@ def _gather(ray, refs: list, labels: list[str], bar, on_done: Callable[[int, Any
     leaves a broken worker that Ray would reuse. A killed embed shard keeps the rows it flushed
     (at most ~1 s of work is lost). Ctrl-C on the driver stops every task the same way.
     """
-    from ray.exceptions import RayTaskError, TaskCancelledError
-
     pending = {ref: i for i, ref in enumerate(refs)}
     if results is None:
         results = []
     results[:] = [None] * len(refs)
-    failure: tuple[int, BaseException] | None = None
+    failure: list = []  # [(index, exception)] of the first failed task
     try:
         while pending:
             done, _ = ray.wait(list(pending), num_returns=1)
             for ref in done:
                 i = pending.pop(ref)
-                try:
-                    results[i] = ray.get(ref)
-                except TaskCancelledError:
-                    continue
-                except Exception as e:  # noqa: BLE001 - every task failure is reported below
-                    if failure is None:
-                        failure = (i, e)
-                        for other in pending:
-                            ray.cancel(other, force=True)
+                if not _collect(ray, ref, i, results, pending, failure):
                     continue
                 note = on_done(i, results[i]) if on_done else ""
                 if bar is not None:
@@ -210,20 +200,42 @@ def _gather(ray, refs: list, labels: list[str], bar, on_done: Callable[[int, Any
         for ref in pending:
             ray.cancel(ref, force=True)
         raise
-    if failure is None:
+    if not failure:
         return results
-    i, err = failure
-    label = labels[i]
+    i, err = failure[0]
+    raise _task_error(err, labels[i], retries) from None
+
+
+def _collect(ray, ref, i: int, results: list, pending: dict, failure: list) -> bool:
+    """Store task ``i``'s result; on the first failure cancel the pending tasks. True when it succeeded."""
+    from ray.exceptions import TaskCancelledError
+
+    try:
+        results[i] = ray.get(ref)
+    except TaskCancelledError:
+        return False
+    except Exception as e:  # noqa: BLE001 - every task failure is reported by _gather
+        if not failure:
+            failure.append((i, e))
+            for other in pending:
+                ray.cancel(other, force=True)
+        return False
+    return True
+
+
+def _task_error(err: BaseException, label: str, retries: int) -> BaseException:
+    """The exception to raise for a failed task: its own error with ``label`` in front, or ClusterError."""
+    from ray.exceptions import RayTaskError
+
     if isinstance(err, RayTaskError):
         cause = _cause(err)
         if isinstance(cause, Exception):
             try:
-                new = type(cause)(f"{label}: {cause}")
+                return type(cause)(f"{label}: {cause}")
             except Exception:  # noqa: BLE001 - an exception type with another constructor
-                new = RuntimeError(f"{label}: {type(cause).__name__}: {cause}")
-            raise new from None
-    raise ClusterError(f"{label}: the Ray task failed ({type(err).__name__}: {_first_line(err)}; a task whose worker "
-                       f"died is retried up to {retries} times); finished work is kept, rerun to resume") from None
+                return RuntimeError(f"{label}: {type(cause).__name__}: {cause}")
+    return ClusterError(f"{label}: the Ray task failed ({type(err).__name__}: {_first_line(err)}; a task whose "
+                        f"worker died is retried up to {retries} times); finished work is kept, rerun to resume")
 
 
 # ------------------------------------------------------------------------------------------- embed
