@@ -133,6 +133,33 @@ def read_arff(path: Path, on_error: str = "raise", skipped: list | None = None) 
     except UnicodeDecodeError:
         text = path.read_text(encoding="latin-1")
     lines = text.splitlines()
+    relation, attributes, data_start = _read_header(path, lines)
+    n_attr = len(attributes)
+    convert = [_converter(a) for a in attributes]
+    rows, where, rownum, n_sparse, data_row = [], [], [], 0, -1
+    skipped = [] if skipped is None else skipped
+    for n in range(data_start, len(lines)):
+        line = lines[n].strip()
+        if not line or line.startswith("%"):
+            continue
+        loc = f"{path}:{n + 1}"
+        data_row += 1
+        n_sparse += line.startswith("{")
+        try:
+            row = _sparse_row(line, convert) if line.startswith("{") else _dense_row(line, convert)
+        except (ValueError, KeyError) as e:
+            msg = f"{loc}: {e.args[0] if isinstance(e, ValueError) else 'unknown nominal value ' + str(e)}"
+            handle_bad_row(on_error, skipped, f"{path.stem}:{data_row}", loc, DatasetError(msg))
+            continue
+        rows.append(row)
+        where.append(loc)
+        rownum.append(data_row)
+    values = np.stack(rows) if rows else np.zeros((0, n_attr), np.float32)
+    return Arff(path, relation, attributes, values, where, rownum, n_sparse)
+
+
+def _read_header(path: Path, lines: list[str]) -> tuple[str, list[Attribute], int]:
+    """(relation, attributes, index of the first line after ``@data``); DatasetError naming file:line."""
     attributes: list[Attribute] = []
     relation, data_start = "", None
     for n, raw in enumerate(lines, start=1):
@@ -160,46 +187,35 @@ def read_arff(path: Path, on_error: str = "raise", skipped: list | None = None) 
     dup = sorted({x for x in names if names.count(x) > 1}) if len(set(names)) != len(names) else []
     if dup:
         raise DatasetError(f"{path}: duplicate attribute names {dup[:5]}")
-    n_attr = len(attributes)
-    convert = [_converter(a) for a in attributes]
-    rows, where, rownum, n_sparse, data_row = [], [], [], 0, -1
-    skipped = [] if skipped is None else skipped
-    for n in range(data_start, len(lines)):
-        line = lines[n].strip()
-        if not line or line.startswith("%"):
-            continue
-        loc = f"{path}:{n + 1}"
-        data_row += 1
-        try:
-            row = np.zeros(n_attr, dtype=np.float32)
-            if line.startswith("{"):
-                n_sparse += 1
-                end = line.find("}")
-                if end < 0:
-                    raise ValueError("sparse row without closing '}'")
-                body = line[1:end].strip()
-                for entry in (split_values(body) if body else []):
-                    key, _, val = entry.strip().partition(" ")
-                    j = int(key)
-                    if not 0 <= j < n_attr:
-                        raise ValueError(f"attribute index {j} out of range 0..{n_attr - 1}")
-                    row[j] = convert[j](_unquote(val.strip()))
-            else:
-                tokens = split_values(line)
-                if len(tokens) == n_attr + 1 and tokens[-1].startswith("{"):  # instance weight
-                    tokens.pop()
-                if len(tokens) != n_attr:
-                    raise ValueError(f"{len(tokens)} values, expected {n_attr}")
-                row[:] = [conv(tok) for conv, tok in zip(convert, tokens)]
-        except (ValueError, KeyError) as e:
-            msg = f"{loc}: {e.args[0] if isinstance(e, ValueError) else 'unknown nominal value ' + str(e)}"
-            handle_bad_row(on_error, skipped, f"{path.stem}:{data_row}", loc, DatasetError(msg))
-            continue
-        rows.append(row)
-        where.append(loc)
-        rownum.append(data_row)
-    values = np.stack(rows) if rows else np.zeros((0, n_attr), np.float32)
-    return Arff(path, relation, attributes, values, where, rownum, n_sparse)
+    return relation, attributes, data_start
+
+
+def _sparse_row(line: str, convert: list) -> np.ndarray:
+    """One sparse data row ``{j value, ...}`` (omitted values 0, as in Weka); ValueError when malformed."""
+    row = np.zeros(len(convert), dtype=np.float32)
+    end = line.find("}")
+    if end < 0:
+        raise ValueError("sparse row without closing '}'")
+    body = line[1:end].strip()
+    for entry in (split_values(body) if body else []):
+        key, _, val = entry.strip().partition(" ")
+        j = int(key)
+        if not 0 <= j < len(convert):
+            raise ValueError(f"attribute index {j} out of range 0..{len(convert) - 1}")
+        row[j] = convert[j](_unquote(val.strip()))
+    return row
+
+
+def _dense_row(line: str, convert: list) -> np.ndarray:
+    """One dense data row (an optional trailing ``{weight}`` is dropped); ValueError when malformed."""
+    tokens = split_values(line)
+    if len(tokens) == len(convert) + 1 and tokens[-1].startswith("{"):  # instance weight
+        tokens.pop()
+    if len(tokens) != len(convert):
+        raise ValueError(f"{len(tokens)} values, expected {len(convert)}")
+    row = np.zeros(len(convert), dtype=np.float32)
+    row[:] = [conv(tok) for conv, tok in zip(convert, tokens)]
+    return row
 
 
 def _unquote(tok: str) -> str:
@@ -350,20 +366,9 @@ class Mulan(DatasetLoader):
         expand = self._feature_layout(first.attributes, feature_cols, nominal)
         data = {}
         for s, a in arffs.items():
-            Y = np.zeros((len(a.values), len(label_cols)), dtype=np.uint8)
-            for k, (j, pos) in enumerate(zip(label_cols, pos_index)):
-                col = a.values[:, j]
-                if pos is None:  # numeric label: must be 0/1
-                    bad = np.flatnonzero((col != 0) & (col != 1))
-                    if bad.size:
-                        raise DatasetError(f"{a.where[bad[0]]}: label {label_names[k]!r} = {col[bad[0]]}, "
-                                           f"expected 0 or 1")
-                    Y[:, k] = col == 1
-                else:
-                    Y[:, k] = col == pos
-            X = self._features(a.values, expand)
+            Y = _label_matrix(a, label_cols, pos_index, label_names)
             ids = [f"{a.path.stem}:{i}" for i in a.rownum]
-            data[s] = (X, Y, ids, a.where)
+            data[s] = (self._features(a.values, expand), Y, ids, a.where)
         features, splits = self._split(data, label_names, split_seed, split_mode)
         notes = [f"MULAN {folder.name}: {first.relation!r}, {len(label_names)} labels (by name from {xml.name}), "
                  f"{features['train'][0].shape[1]} features (nominal: {nominal})"
@@ -452,3 +457,19 @@ class Mulan(DatasetLoader):
             idx = np.array([row[e.id] for e in exs], dtype=np.int64)
             features[s] = (X[idx], Y[idx], [e.id for e in exs])
         return features, splits
+
+
+def _label_matrix(a: Arff, label_cols: list[int], pos_index: list, label_names: list[str]) -> np.ndarray:
+    """N x C uint8 multi-hot of the label attributes: nominal labels are 1 at their positive value,
+    numeric labels must be 0/1 (DatasetError naming file:line otherwise)."""
+    Y = np.zeros((len(a.values), len(label_cols)), dtype=np.uint8)
+    for k, (j, pos) in enumerate(zip(label_cols, pos_index)):
+        col = a.values[:, j]
+        if pos is not None:
+            Y[:, k] = col == pos
+            continue
+        bad = np.flatnonzero((col != 0) & (col != 1))
+        if bad.size:
+            raise DatasetError(f"{a.where[bad[0]]}: label {label_names[k]!r} = {col[bad[0]]}, expected 0 or 1")
+        Y[:, k] = col == 1
+    return Y
