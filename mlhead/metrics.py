@@ -1,4 +1,4 @@
-"""Decision rules and every multilabel metric, computed with scikit-learn.
+"""Every multilabel metric under an explicit decision rule, computed with scikit-learn.
 
 Implements the evaluation of the sigmoidF1 paper (Table 2: weightedF1, microF1, macroF1, Precision,
 mAP; decision rule of section 4.2: ``p = softmax(z)``, label j predicted when ``p_j >= t``) and of
@@ -7,15 +7,16 @@ ranking loss), plus Hamming loss and coverage_error. Every metric that scikit-le
 scikit-learn; this module only chooses the inputs (scores, 0/1 predictions, which classes) and the
 unit (percent).
 
-Public API (shapes: N examples x C classes, C >= 2):
+Public API (shapes: N examples x C classes):
 
-* :func:`scores` -- activation applied to logits (float64 N x C).
-* :func:`decide` -- 0/1 predictions (uint8 N x C) under an explicit :class:`DecisionRule`.
-* :func:`evaluate` -- dict of all metrics (percent, see :data:`METRIC_DOCS` for each unit).
+* :func:`evaluate` / :func:`evaluate_rule` -- dict of all metrics (percent, see :data:`METRIC_DOCS`
+  for each unit) under one explicit decision rule (:class:`mlhead.rules.DecisionRule`).
+* :func:`f1_scores` -- micro and macro F1 only: the code ``evaluate`` reports them with, cheap
+  enough for validation during ``mlhead fit`` (``--select val_macro_f1``).
 * :func:`per_class` -- per-class support/precision/recall/F1/AP rows.
-* :func:`tune_thresholds` / :func:`tuned_rule` -- per-class thresholds maximising each class's F1
-  on validation data.
-* :class:`DecisionRule` -- the rule as a value with a printable ``name`` and a JSON ``to_dict()``.
+* :func:`decide` -- 0/1 predictions (uint8 N x C); shorthand for ``DecisionRule(...).apply``.
+* Re-exported from :mod:`mlhead.rules`: :class:`DecisionRule`, :func:`scores`,
+  :func:`tune_thresholds`, :func:`tuned_rule`.
 
 The policy below (also available as the :data:`POLICY` string, for ``mlhead eval`` to print) is the
 single source of truth for units, ties, ``zero_division`` and degenerate classes/examples.
@@ -26,14 +27,10 @@ POLICY
 
 from __future__ import annotations
 
-import math
-import re
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from scipy.special import expit, logsumexp, softmax
 from sklearn.metrics import (
     accuracy_score,
     average_precision_score,
@@ -42,17 +39,22 @@ from sklearn.metrics import (
     hamming_loss,
     label_ranking_average_precision_score,
     label_ranking_loss,
-    precision_recall_curve,
     precision_recall_fscore_support,
     precision_score,
     recall_score,
 )
 
-ACTIVATIONS = ("softmax", "sigmoid", "none")
-
-#: The global threshold a rule falls back to when none is given, per activation (paper 4.2 uses
-#: softmax >= 0.05 for moviePosters/arXiv2020 and 0.5 for Pascal-VOC; ZLPR predicts logit > 0).
-DEFAULT_THRESHOLDS = {"softmax": 0.05, "sigmoid": 0.5, "none": 0.0}
+from .rules import (  # noqa: F401  (scores, tune_thresholds, tuned_rule, ACTIVATIONS... re-exported)
+    ACTIVATIONS,
+    DEFAULT_THRESHOLDS,
+    DecisionRule,
+    as_logits as _as_logits,
+    as_targets as _as_targets,
+    order_scores as _order_scores,
+    scores,
+    tune_thresholds,
+    tuned_rule,
+)
 
 POLICY = """\
 Decision rule. scores = softmax(logits) over the C classes of each example ("softmax"),
@@ -156,261 +158,7 @@ LOWER_IS_BETTER = frozenset(k for k, (_, better, _) in METRIC_DOCS.items() if be
 
 
 # --------------------------------------------------------------------------------------------------
-# input validation
-
-
-def _to_numpy(x: Any, name: str) -> np.ndarray:
-    if hasattr(x, "detach"):  # torch.Tensor (any dtype/device, bf16 included)
-        x = x.detach().cpu()
-        x = x.double() if x.is_floating_point() else x.long()
-        return x.numpy()
-    try:
-        return np.asarray(x)
-    except Exception as exc:  # pragma: no cover - exotic inputs
-        raise ValueError(f"{name} must be an array-like N x C, got {type(x).__name__}") from exc
-
-
-def _as_logits(logits: Any, name: str = "logits") -> np.ndarray:
-    z = _to_numpy(logits, name)
-    if z.ndim != 2:
-        raise ValueError(f"{name} must be 2-D (N examples x C classes), got shape {z.shape}")
-    if z.shape[0] < 1 or z.shape[1] < 2:
-        raise ValueError(f"{name} must have N >= 1 examples and C >= 2 classes, got shape {z.shape}")
-    if not (np.issubdtype(z.dtype, np.number) or z.dtype == bool):
-        raise ValueError(f"{name} must be numeric, got dtype {z.dtype}")
-    z = z.astype(np.float64, copy=False)
-    if not np.isfinite(z).all():
-        bad = np.argwhere(~np.isfinite(z))[0]
-        raise ValueError(
-            f"{name} contain NaN or inf (first at row {bad[0]}, column {bad[1]}); "
-            "a diverged head cannot be evaluated"
-        )
-    return z
-
-
-def _as_targets(targets: Any, shape: tuple[int, int], name: str = "targets") -> np.ndarray:
-    y = _to_numpy(targets, name)
-    if y.shape != shape:
-        raise ValueError(f"{name} shape {y.shape} does not match logits shape {shape}")
-    if not (np.issubdtype(y.dtype, np.number) or y.dtype == bool):
-        raise ValueError(f"{name} must be numeric 0/1, got dtype {y.dtype}")
-    ok = (y == 0) | (y == 1)
-    if not ok.all():
-        bad = np.argwhere(~ok)[0]
-        raise ValueError(
-            f"{name} must contain only 0 and 1 (multi-hot); found {y[bad[0], bad[1]]!r} at row "
-            f"{bad[0]}, column {bad[1]}"
-        )
-    return y.astype(np.uint8)
-
-
-def _check_activation(activation: str) -> str:
-    if activation not in ACTIVATIONS:
-        raise ValueError(f"activation {activation!r} invalid; valid: {', '.join(ACTIVATIONS)}")
-    return activation
-
-
-def _check_threshold(threshold: Any, activation: str) -> float:
-    if isinstance(threshold, bool) or not isinstance(threshold, (int, float, np.integer, np.floating)):
-        raise ValueError(f"threshold must be a real number, got {threshold!r}")  # noqa: TRY004
-    t = float(threshold)
-    if not math.isfinite(t):
-        raise ValueError(f"threshold must be finite, got {t}")
-    if activation in ("softmax", "sigmoid") and not 0.0 < t <= 1.0:
-        raise ValueError(
-            f"threshold {t:g} outside (0, 1] for activation {activation!r} (scores are "
-            "probabilities); use activation='none' to threshold raw logits"
-        )
-    return t
-
-
-def _check_thresholds(thresholds: Any, activation: str) -> np.ndarray:
-    th = np.asarray(_to_numpy(thresholds, "thresholds"), dtype=np.float64)
-    if th.ndim != 1:
-        raise ValueError(f"thresholds must be 1-D (one per class), got shape {th.shape}")
-    if not np.isfinite(th).all():
-        raise ValueError("thresholds contain NaN or inf")
-    if activation in ("softmax", "sigmoid") and ((th < 0) | (th > 1)).any():
-        raise ValueError(f"thresholds must lie in [0, 1] for activation {activation!r}")
-    return th
-
-
-def _check_top_k(top_k: Any) -> int:
-    if isinstance(top_k, bool) or not isinstance(top_k, (int, np.integer)):
-        raise ValueError(f"top_k must be a positive integer, got {top_k!r}")  # noqa: TRY004
-    if top_k < 1:
-        raise ValueError(f"top_k must be >= 1, got {top_k}")
-    return int(top_k)
-
-
-# --------------------------------------------------------------------------------------------------
-# decision rule
-
-
-@dataclass(frozen=True, eq=False)
-class DecisionRule:
-    """An explicit decision rule turning logits into 0/1 label predictions.
-
-    Attributes:
-        activation: "softmax" (over classes, paper 4.2), "sigmoid", or "none" (raw logits; ZLPR).
-        threshold: global threshold t, label j predicted when score_j >= t. Must be in (0, 1] for
-            softmax/sigmoid, any finite real for "none". ``None`` means the activation's default
-            (:data:`DEFAULT_THRESHOLDS`). Ignored (stored as ``None``) when ``top_k`` is set; kept as
-            the documentation of the fallback when per-class ``thresholds`` are set.
-        top_k: predict exactly the K highest-scoring labels per example (1 <= K <= C).
-        thresholds: per-class thresholds (float64 array of C), label j predicted when
-            score_j >= thresholds[j]. Mutually exclusive with ``top_k``.
-        tuned_on: name of the split the per-class thresholds were tuned on (e.g. "val"), or None.
-
-    ``name`` is the human-readable rule written into result files and table captions:
-    "softmax>=0.05", "sigmoid>=0.5", "logit>=0", "top-3 (softmax)", "per-class tuned on val
-    (sigmoid)". ``slug`` is a file-name-safe form of it. Raises ValueError on invalid values.
-    """
-
-    activation: str = "softmax"
-    threshold: float | None = 0.05
-    top_k: int | None = None
-    thresholds: np.ndarray | None = field(default=None, repr=False)
-    tuned_on: str | None = None
-
-    def __post_init__(self) -> None:
-        act = _check_activation(self.activation)
-        if self.top_k is not None and self.thresholds is not None:
-            raise ValueError("top_k and thresholds are mutually exclusive; give one of them")
-        if self.top_k is not None:
-            object.__setattr__(self, "top_k", _check_top_k(self.top_k))
-            object.__setattr__(self, "threshold", None)
-        else:
-            t = DEFAULT_THRESHOLDS[act] if self.threshold is None else self.threshold
-            object.__setattr__(self, "threshold", _check_threshold(t, act))
-        if self.thresholds is not None:
-            object.__setattr__(self, "thresholds", _check_thresholds(self.thresholds, act))
-
-    # -- naming ------------------------------------------------------------------------------------
-    @property
-    def name(self) -> str:
-        """Human-readable rule, e.g. "softmax>=0.05" (see class docstring)."""
-        if self.top_k is not None:
-            return f"top-{self.top_k} ({self.activation})"
-        if self.thresholds is not None:
-            where = f"tuned on {self.tuned_on}" if self.tuned_on else "thresholds"
-            return f"per-class {where} ({self.activation})"
-        prefix = "logit" if self.activation == "none" else self.activation
-        return f"{prefix}>={self.threshold:g}"
-
-    @property
-    def slug(self) -> str:
-        """File-name-safe ``name``: "softmax-ge-0.05", "top-3-softmax", "per-class-tuned-on-val-sigmoid"."""
-        s = self.name.replace(">=", "-ge-")
-        s = re.sub(r"[^A-Za-z0-9.+-]+", "-", s)
-        return re.sub(r"-{3,}", "--", s).strip("-")
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready dict: name, activation, threshold, top_k, thresholds (list or None), tuned_on."""
-        return {
-            "name": self.name,
-            "activation": self.activation,
-            "threshold": self.threshold,
-            "top_k": self.top_k,
-            "thresholds": None if self.thresholds is None else [float(v) for v in self.thresholds],
-            "tuned_on": self.tuned_on,
-        }
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> DecisionRule:
-        """Inverse of :meth:`to_dict` (``name`` is recomputed, not read)."""
-        return cls(
-            activation=d.get("activation", "softmax"),
-            threshold=d.get("threshold"),
-            top_k=d.get("top_k"),
-            thresholds=None if d.get("thresholds") is None else np.asarray(d["thresholds"], float),
-            tuned_on=d.get("tuned_on"),
-        )
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, DecisionRule) and self.to_dict() == other.to_dict()
-
-    def __hash__(self) -> int:
-        return hash(self.name)
-
-    def __str__(self) -> str:
-        return self.name
-
-    # -- application -------------------------------------------------------------------------------
-    def check(self, n_classes: int) -> None:
-        """Raise ValueError if the rule cannot apply to C = ``n_classes`` classes."""
-        if self.top_k is not None and self.top_k > n_classes:
-            raise ValueError(f"top_k={self.top_k} exceeds the number of classes C={n_classes}")
-        if self.thresholds is not None and len(self.thresholds) != n_classes:
-            raise ValueError(
-                f"thresholds has {len(self.thresholds)} values but logits have C={n_classes} classes"
-            )
-
-    def decide(self, logits: Any) -> np.ndarray:
-        """0/1 predictions, uint8 N x C (see :func:`decide`)."""
-        z = _as_logits(logits)
-        self.check(z.shape[1])
-        return _decide(z, self)
-
-    def evaluate(self, logits: Any, targets: Any) -> dict[str, float]:
-        """All metrics under this rule (see :func:`evaluate`)."""
-        return _evaluate(logits, targets, self)
-
-
-def _rule(activation: str, threshold: Any, top_k: Any, thresholds: Any) -> DecisionRule:
-    return DecisionRule(activation=activation, threshold=threshold, top_k=top_k, thresholds=thresholds)
-
-
-# --------------------------------------------------------------------------------------------------
-# scores and decisions
-
-
-def scores(logits: Any, activation: str) -> np.ndarray:
-    """Scores the decision threshold applies to: float64 N x C.
-
-    ``"softmax"``: softmax over the C classes of each row (sigmoidF1 paper 4.2); ``"sigmoid"``:
-    elementwise 1/(1+exp(-z)); ``"none"``: the logits unchanged (ZLPR). ``logits``: numpy array or
-    torch tensor, N x C, finite. Raises ValueError for an unknown activation, a non-2-D input,
-    C < 2, or NaN/inf in the logits.
-    """
-    _check_activation(activation)
-    z = _as_logits(logits)
-    return _scores(z, activation)
-
-
-def _scores(z: np.ndarray, activation: str) -> np.ndarray:
-    if activation == "softmax":
-        return softmax(z, axis=1)
-    if activation == "sigmoid":
-        return expit(z)
-    return z.copy()
-
-
-def _order_scores(z: np.ndarray, activation: str) -> np.ndarray:
-    """Same within-class and within-example order as ``_scores`` but free of saturation ties.
-
-    For softmax: the log-softmax ``d - logsumexp(d)`` of ``d = z - max(z)`` (softmax is
-    shift-invariant), with the normaliser summed over ``d`` in sorted order, so rows whose logits are
-    a permutation or a shift of each other get bit-identical normalisers and mathematically tied
-    scores stay tied (otherwise rounding noise breaks such ties, which changes average precision).
-    """
-    if activation != "softmax":
-        return z
-    d = z - z.max(axis=1, keepdims=True)
-    return d - logsumexp(np.sort(d, axis=1), axis=1, keepdims=True)
-
-
-def _decide(z: np.ndarray, rule: DecisionRule) -> np.ndarray:
-    n, c = z.shape
-    if rule.top_k is not None:
-        # Every activation is increasing within a row, so the row's order is the logits' order.
-        order = np.argsort(-z, axis=1, kind="stable")[:, : rule.top_k]
-        pred = np.zeros((n, c), dtype=np.uint8)
-        np.put_along_axis(pred, order, 1, axis=1)
-        return pred
-    s = _scores(z, rule.activation)
-    t = rule.thresholds if rule.thresholds is not None else rule.threshold
-    return (s >= t).astype(np.uint8)
+# decisions (the rule itself lives in mlhead.rules)
 
 
 def decide(
@@ -422,14 +170,18 @@ def decide(
 ) -> np.ndarray:
     """Apply a decision rule: uint8 N x C, 1 where the label is predicted.
 
-    Threshold rule: ``scores(logits, activation) >= threshold`` (or ``>= thresholds[j]`` per class).
-    ``top_k=K``: exactly the K highest-scoring labels of each row (ties -> lower class index).
-    Raises ValueError (naming the argument) for an unknown activation, a threshold outside (0, 1]
-    for softmax/sigmoid, top_k < 1 or > C, top_k together with thresholds, thresholds of the wrong
-    length, non-2-D logits, or NaN/inf logits.
+    Shorthand for ``DecisionRule(activation, threshold, top_k, thresholds).apply(logits)`` (see
+    :class:`mlhead.rules.DecisionRule`). Threshold rule: ``scores(logits, activation) >= threshold``
+    (or ``>= thresholds[j]`` per class). ``top_k=K``: exactly the K highest-scoring labels of each row
+    (ties -> lower class index). Raises ValueError (ConfigError, naming the CLI flag) for an unknown
+    activation, a threshold outside (0, 1] for softmax/sigmoid, top_k < 1 or > C, top_k together
+    with thresholds, thresholds of the wrong length, non-2-D logits, or NaN/inf logits.
     """
-    rule = _rule(activation, threshold, top_k, thresholds)
-    return rule.decide(logits)
+    return _rule(activation, threshold, top_k, thresholds).apply(logits)
+
+
+def _rule(activation: str, threshold: Any, top_k: Any, thresholds: Any) -> DecisionRule:
+    return DecisionRule(activation=activation, threshold=threshold, top_k=top_k, thresholds=thresholds)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -446,16 +198,42 @@ def _class_mean_ap(y: np.ndarray, s: np.ndarray, present: np.ndarray) -> float:
     return _pct(np.mean([average_precision_score(y[:, j], s[:, j]) for j in np.flatnonzero(present)]))
 
 
-def _evaluate(logits: Any, targets: Any, rule: DecisionRule) -> dict[str, float]:
+def _decided(logits: Any, targets: Any, rule: DecisionRule) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Validated logits (float64), targets (uint8) and the rule's predictions (uint8), all N x C."""
+    if not isinstance(rule, DecisionRule):
+        raise ValueError(f"rule must be a DecisionRule, got {type(rule).__name__}")  # noqa: TRY004
     z = _as_logits(logits)
     y = _as_targets(targets, z.shape)
+    rule.check(z.shape[1])
+    return z, y, rule.apply_checked(z)
+
+
+def _f1(y: np.ndarray, pred: np.ndarray, labels: list[int]) -> dict[str, float]:
+    """micro_f1 over all cells; macro_f1 over the classes ``labels`` (those with positives)."""
+    macro = _pct(f1_score(y, pred, average="macro", labels=labels, zero_division=0)) if labels else float("nan")
+    return {"micro_f1": _pct(f1_score(y, pred, average="micro", zero_division=0)), "macro_f1": macro}
+
+
+def f1_scores(logits: Any, targets: Any, rule: DecisionRule) -> dict[str, float]:
+    """``{"micro_f1", "macro_f1"}`` (percent) under ``rule``: the very values :func:`evaluate` reports.
+
+    macro_f1 averages over the classes with a positive target (see :data:`POLICY`; NaN if none).
+    Used for validation during ``mlhead fit`` so ``--select val_macro_f1`` selects on eval's
+    ``macro_f1``. Shapes and errors as :func:`evaluate`.
+    """
+    _, y, pred = _decided(logits, targets, rule)
+    return _f1(y, pred, np.flatnonzero(y.sum(axis=0) > 0).tolist())
+
+
+def evaluate_rule(logits: Any, targets: Any, rule: DecisionRule) -> dict[str, float]:
+    """:func:`evaluate` under a :class:`DecisionRule` object (same keys, units and errors)."""
+    z, y, pred = _decided(logits, targets, rule)
     n, c = z.shape
-    rule.check(c)
-    pred = _decide(z, rule)
     order = _order_scores(z, rule.activation)
     present = y.sum(axis=0) > 0
     labels = np.flatnonzero(present).tolist()
     nan = float("nan")
+    f1 = _f1(y, pred, labels)
 
     def per_class_avg(fn, average: str) -> float:
         if not labels:
@@ -464,8 +242,8 @@ def _evaluate(logits: Any, targets: Any, rule: DecisionRule) -> dict[str, float]
 
     out: dict[str, float] = {
         "weighted_f1": per_class_avg(f1_score, "weighted"),
-        "micro_f1": _pct(f1_score(y, pred, average="micro", zero_division=0)),
-        "macro_f1": per_class_avg(f1_score, "macro"),
+        "micro_f1": f1["micro_f1"],
+        "macro_f1": f1["macro_f1"],
         "macro_precision": per_class_avg(precision_score, "macro"),
         "macro_recall": per_class_avg(recall_score, "macro"),
         "micro_precision": _pct(precision_score(y, pred, average="micro", zero_division=0)),
@@ -500,7 +278,7 @@ def evaluate(
     """Every metric of sigmoidF1 Table 2 and ZLPR Eq. 25-30 under one explicit decision rule.
 
     Args:
-        logits: numpy array or torch tensor, N x C (C >= 2), any real dtype, finite.
+        logits: numpy array or torch tensor, N x C, any real dtype, finite (C >= 2 for softmax).
         targets: N x C multi-hot (values 0/1; bool, int or float).
         activation, threshold, top_k, thresholds: the decision rule (see :class:`DecisionRule`
             and :func:`decide`); ``threshold`` is ignored when ``top_k`` is given.
@@ -518,7 +296,7 @@ def evaluate(
         ValueError: unknown activation, threshold outside (0, 1] for softmax/sigmoid, top_k < 1 or
         > C, shape mismatch between logits and targets, targets not 0/1, NaN/inf in logits.
     """
-    return _evaluate(logits, targets, _rule(activation, threshold, top_k, thresholds))
+    return evaluate_rule(logits, targets, _rule(activation, threshold, top_k, thresholds))
 
 
 def per_class(
@@ -536,16 +314,11 @@ def per_class(
 
     Raises ValueError like :func:`evaluate`, or if ``len(class_names) != C``.
     """
-    if not isinstance(rule, DecisionRule):
-        raise ValueError(f"rule must be a DecisionRule, got {type(rule).__name__}")  # noqa: TRY004
-    z = _as_logits(logits)
-    y = _as_targets(targets, z.shape)
+    z, y, pred = _decided(logits, targets, rule)
     c = z.shape[1]
-    rule.check(c)
     names = [f"class_{j}" for j in range(c)] if class_names is None else [str(v) for v in class_names]
     if len(names) != c:
         raise ValueError(f"class_names has {len(names)} names but logits have C={c} classes")
-    pred = _decide(z, rule)
     order = _order_scores(z, rule.activation)
     p, r, f, support = precision_recall_fscore_support(
         y, pred, average=None, labels=list(range(c)), zero_division=0
@@ -566,65 +339,3 @@ def per_class(
         }
         for j in range(c)
     ]
-
-
-# --------------------------------------------------------------------------------------------------
-# threshold tuning
-
-
-def tune_thresholds(
-    val_logits: Any,
-    val_targets: Any,
-    activation: str,
-    threshold: float | None = None,
-) -> np.ndarray:
-    """Per-class thresholds maximising each class's F1 on validation data (float64 array of C).
-
-    For class j, the candidates are the distinct validation scores of j (sklearn
-    precision_recall_curve: precision/recall of ``score >= candidate``); the one with the highest F1
-    wins (ties: the lowest candidate). The returned threshold is the midpoint between the winner and
-    the next lower distinct score (the winner itself if it is the lowest), so on the validation data
-    it makes exactly the winner's predictions and is less tight on new data. A class with no
-    validation positive keeps the global ``threshold`` (default: :data:`DEFAULT_THRESHOLDS` of the
-    activation: softmax 0.05, sigmoid 0.5, none 0). Because the global threshold's predictions for a
-    class equal those of one candidate (or are empty, F1 0), each tuned per-class F1 on the
-    validation data is >= the global threshold's.
-
-    Thresholds are in score units of ``activation`` (probabilities for softmax/sigmoid, logits for
-    none). Use them via ``DecisionRule(activation, threshold, thresholds=..., tuned_on="val")`` or
-    :func:`tuned_rule`. Raises ValueError like :func:`evaluate`.
-    """
-    _check_activation(activation)
-    z = _as_logits(val_logits, "val_logits")
-    y = _as_targets(val_targets, z.shape, "val_targets")
-    glob = _check_threshold(DEFAULT_THRESHOLDS[activation] if threshold is None else threshold, activation)
-    s = _scores(z, activation)
-    out = np.full(z.shape[1], glob, dtype=np.float64)
-    for j in range(z.shape[1]):
-        yj = y[:, j]
-        if yj.sum() == 0:
-            continue
-        prec, rec, cand = precision_recall_curve(yj, s[:, j])
-        prec, rec = prec[: len(cand)], rec[: len(cand)]
-        denom = prec + rec
-        f1 = np.divide(2 * prec * rec, denom, out=np.zeros_like(denom), where=denom > 0)
-        k = int(np.argmax(f1))
-        t = float(cand[k])
-        if k > 0:
-            mid = 0.5 * (float(cand[k - 1]) + t)
-            if cand[k - 1] < mid <= t:
-                t = mid
-        out[j] = t
-    return out
-
-
-def tuned_rule(
-    val_logits: Any,
-    val_targets: Any,
-    activation: str,
-    threshold: float | None = None,
-    split: str = "val",
-) -> DecisionRule:
-    """:func:`tune_thresholds` wrapped as a DecisionRule named "per-class tuned on <split> (<activation>)"."""
-    th = tune_thresholds(val_logits, val_targets, activation, threshold)
-    return DecisionRule(activation=activation, threshold=threshold, thresholds=th, tuned_on=split)
