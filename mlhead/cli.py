@@ -314,11 +314,12 @@ def fit(runs_dir, **grid):
 def sweep(runs_dir, activation, threshold, split, group_by, ray_address, **grid):
     """Fit a grid (losses x seeds x options) as stacked heads, evaluate every run, print the Table-2 report."""
     from . import report as R
-    from .sweep import Rule, sweep as run_sweep
+    from .rules import DecisionRule
+    from .sweep import sweep as run_sweep
 
     cache_path, specs, cfg = _grid(**grid)
     thresholds = _split_list(threshold, float) or [None]
-    rules = [Rule(activation, t) for t in thresholds]
+    rules = [DecisionRule(activation, t) for t in thresholds]
     console.print(f"sweep: {len(specs)} run(s) x {len(rules)} rule(s) on [bold]{cache_path}[/]")
     if ray_address:
         from .distributed import ray_sweep
@@ -367,15 +368,17 @@ def _metrics_table(title: str, values: dict, caption: str) -> Table:
 def eval_(run_dir, runs_dir, all_runs, split, activation, threshold, top_k, tune_thresholds, cache_path, output,
           per_class):
     """Apply an explicit decision rule to a fitted run and report every metric (percent)."""
+    from .rules import DecisionRule
     from .runs import evaluate_run, latest_run
+
+    rule = DecisionRule(activation, threshold, top_k, tuned_on="val" if tune_thresholds else None)
 
     if all_runs:
         dirs = sorted(p.parent for p in Path(runs_dir).rglob("config.json"))
     else:
         dirs = [run_dir or latest_run(runs_dir)]
     for d in dirs:
-        doc = evaluate_run(d, split, activation, threshold, top_k, tune_thresholds, cache_path,
-                           output if len(dirs) == 1 else None)
+        doc = evaluate_run(d, split, rule, cache_path, output if len(dirs) == 1 else None)
         cfg = doc["config"]
         caption = (f"{cfg['dataset']} / {cfg['backbone']} / {split}; decision rule: {doc['rule']['name']}; "
                    f"loss {cfg['loss']} {cfg['loss_options'] or ''} seed {cfg['seed']}")

@@ -414,9 +414,10 @@ def ray_sweep(cache_path, specs: Sequence, cfg, runs_dir, rules: Sequence = (), 
     """
     require_ray()
     from .cache import CacheError
-    from .sweep import Rule, cells
+    from .rules import DecisionRule
+    from .sweep import cells
 
-    rules = list(rules) or [Rule()]
+    rules = list(rules) or [DecisionRule()]
     cfg.validate()
     if not specs:
         raise ValueError("no runs to fit")

@@ -22,7 +22,8 @@ from typing import Callable, Sequence
 
 from . import report as R
 from .cache import open_cache
-from .sweep import Rule, sweep
+from .rules import DecisionRule
+from .sweep import sweep
 from .train import FitConfig, expand_grid
 
 TABLE2_LOSSES = ("crossentropy", "focal", "asl", "unboundedf1", "sigmoidf1")
@@ -106,7 +107,7 @@ def table2_protocol(cache, protocol: str = "paper-text", runs_dir="runs", seeds:
     t_default, e_default = PAPER_SETTINGS.get(dataset, (0.05, 100))
     threshold = t_default if threshold is None else threshold
     epochs = e_default if epochs is None else epochs
-    rule = Rule(p.activation, threshold)
+    rule = DecisionRule(p.activation, threshold)
     cfg = FitConfig(epochs=epochs, precision=precision)
     root = Path(runs_dir) / f"{dataset}-{protocol}"
     sig_opts = {"presigmoid": [True]} if p.presigmoid else {}
@@ -142,7 +143,7 @@ def zlpr_comparison(cache, runs_dir="runs", seeds: int = 5, epochs: int = 100, p
     specs = expand_grid(ZLPR_LOSSES, list(range(seeds)))
     root = Path(runs_dir) / f"{c.path.parent.name}-zlpr"
     res = sweep(c.path, specs, FitConfig(epochs=epochs, precision=precision, hidden=hidden, standardize=standardize), root,
-                [Rule("sigmoid", 0.5)], split="test")
+                [DecisionRule("sigmoid", 0.5)], split="test")
     records = R.collect(sorted({r["run_dir"] for r in res}))
     table = R.table2(records, metrics=ZLPR_METRICS, split="test", title="ZLPR-style comparison")
     return {"table": table, "records": records, "seconds": time.perf_counter() - t0, "runs_dir": root}

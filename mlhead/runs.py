@@ -1,36 +1,197 @@
-"""Run directories: write/read a fitted head, find the latest run, predict and evaluate a run.
+"""Run directories: the versioned run record, writing/reading a fitted head, predicting and evaluating.
 
-A run directory holds ``config.json`` (every option, the cache path and fingerprint, best epoch),
-``head.safetensors`` (an :class:`~mlhead.heads.MLPHead` state_dict of the best epoch),
-``history.csv`` (per epoch: train_loss, val_loss, val_micro_f1, val_macro_f1) and, after
-``mlhead eval``, ``eval/<split>__<rule>.json``, ``metrics.json`` (the latest evaluation) and
-``per_class.csv``.
+A run directory holds ``config.json`` (a :class:`RunConfig`: every option, the cache path and
+fingerprint, the validation decision rule, best epoch; with a ``schema_version``), ``head.safetensors``
+(an :class:`~mlhead.heads.MLPHead` state_dict of the best epoch), ``history.csv`` (per epoch:
+train_loss, val_loss, val_micro_f1, val_macro_f1) and, after ``mlhead eval``,
+``eval/<split>__<rule>.json``, ``metrics.json`` (the latest evaluation) and ``per_class.csv``.
+Every file is written atomically (:mod:`mlhead.fileio`).
+
+Schema versions of ``config.json``: 1 = no ``schema_version`` key, the validation rule as
+``val_activation``/``val_threshold`` (mlhead up to 6b3a37a); 2 = ``schema_version: 2``, the rule as
+``val_rule`` (a :meth:`~mlhead.rules.DecisionRule.to_dict`). Older versions are migrated on load;
+newer ones and unknown keys are refused with a :class:`RunError` naming the file.
 """
 
 from __future__ import annotations
 
-from .errors import RunError  # noqa: F401  (re-exported)
-
 import csv
+import io
 import json
-import os
 import re
 import time
-from dataclasses import dataclass, field
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
 from .cache import CacheError, open_cache
+from .errors import RunError
+from .fileio import atomic_write_bytes, atomic_write_json, atomic_write_text
 from .heads import MLPHead
+from .rules import DecisionRule
+
+#: The ``schema_version`` this mlhead writes into config.json.
+SCHEMA_VERSION = 2
 
 
+@dataclass
+class RunConfig:
+    """The record of one fitted run (``config.json``), typed and versioned.
+
+    Options of the fit (``epochs`` ... ``standardize``, ``val_rule`` as a rule dict), the run's grid
+    cell (``loss``, ``loss_options``, ``seed``, ``lr``), its data (``dataset``, ``backbone``, ``cache``
+    path and ``cache_fingerprint``, ``classes``, ``dim`` D, ``n_train``, ``n_val``) and its outcome
+    (``best_epoch``, ``best_value`` of ``select``, ``stacked_runs`` K, ``train_seconds``,
+    ``suggested_rule`` of the loss). Read access by config.json key (``cfg["loss"]``,
+    ``cfg.get("seed")``) works as on the JSON dict.
+    """
+
+    loss: str
+    classes: list
+    dim: int
+    hidden: int
+    schema_version: int = SCHEMA_VERSION
+    epochs: int = 100
+    batch_size: int = 256
+    precision: str = "auto"
+    device: str | None = None
+    select: str = "val_loss"
+    val_rule: dict = field(default_factory=lambda: DecisionRule().to_dict())
+    val_every: int = 1
+    standardize: bool = False
+    loss_options: dict = field(default_factory=dict)
+    seed: int = 0
+    lr: float = 1e-3
+    dataset: str = ""
+    backbone: str = ""
+    cache: str = ""
+    cache_fingerprint: str = ""
+    n_train: int = 0
+    n_val: int = 0
+    best_epoch: int = 0
+    best_value: float | None = None
+    stacked_runs: int = 1
+    train_seconds: float = 0.0
+    suggested_rule: dict | None = None
+
+    @property
+    def rule(self) -> DecisionRule:
+        """The validation decision rule as a :class:`~mlhead.rules.DecisionRule`."""
+        return DecisionRule.from_dict(self.val_rule)
+
+    def __getitem__(self, key: str) -> Any:
+        if key not in _FIELDS:
+            raise KeyError(key)
+        return getattr(self, key)
+
+    def get(self, key: str, default: Any = None) -> Any:
+        """``self[key]`` or ``default`` for a key that is not a field."""
+        return getattr(self, key) if key in _FIELDS else default
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict (the content of config.json)."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any], source: str = "config.json") -> RunConfig:
+        """Build from a config.json dict of any known schema version (migrated to the current one).
+
+        Raises RunError naming ``source`` for a newer schema, an unknown or missing key, or a value of
+        the wrong type.
+        """
+        d = migrate(dict(d), source)
+        unknown = sorted(set(d) - set(_FIELDS))
+        if unknown:
+            raise RunError(f"{source}: unknown key(s) {unknown} in a schema {d['schema_version']} run config "
+                           f"(written by another mlhead version?)")
+        missing = sorted(k for k, f in _FIELDS.items() if k not in d and _required(f))
+        if missing:
+            raise RunError(f"{source}: run config lacks required key(s) {missing}")
+        for k, v in d.items():
+            _check_type(k, v, source)
+        cfg = cls(**d)
+        try:
+            cfg.rule  # noqa: B018  (validates val_rule)
+        except ValueError as e:
+            raise RunError(f"{source}: invalid val_rule ({e})") from None
+        return cfg
+
+    def write(self, path: str | Path) -> Path:
+        """Write as JSON, atomically (StorageError on a write failure)."""
+        return atomic_write_json(path, self.to_dict())
+
+    @classmethod
+    def read(cls, path: str | Path) -> RunConfig:
+        """Read and migrate a config.json (RunError when absent, unreadable or invalid)."""
+        p = Path(path)
+        try:
+            d = json.loads(p.read_text())
+        except FileNotFoundError:
+            raise RunError(f"not a run directory (no config.json): {p.parent}") from None
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise RunError(f"{p}: unreadable ({e})") from None
+        if not isinstance(d, dict):
+            raise RunError(f"{p}: expected a JSON object")
+        return cls.from_dict(d, str(p))
+
+
+_FIELDS = {f.name: f for f in fields(RunConfig)}
+_TYPES = {"int": (int,), "float": (int, float), "str": (str,), "bool": (bool,), "dict": (dict,),
+          "list": (list,)}
+
+
+def _required(f) -> bool:
+    return f.default is MISSING and f.default_factory is MISSING
+
+
+def _check_type(key: str, value: Any, source: str) -> None:
+    kinds = [k.strip() for k in str(_FIELDS[key].type).split("|")]
+    if value is None and "None" in kinds:
+        return
+    ok = any(isinstance(value, _TYPES[k]) for k in kinds if k in _TYPES)
+    if isinstance(value, bool) and "bool" not in kinds:
+        ok = False
+    if not ok:
+        raise RunError(f"{source}: {key} = {value!r} is not of type {_FIELDS[key].type}")
+
+
+def _v1_to_v2(d: dict[str, Any]) -> dict[str, Any]:
+    """v1 kept the validation rule as val_activation/val_threshold."""
+    act, t = d.pop("val_activation", "softmax"), d.pop("val_threshold", None)
+    d["val_rule"] = DecisionRule(act, t).to_dict()
+    return d
+
+
+#: schema version -> function migrating a config dict of that version to the next one.
+MIGRATIONS = {1: _v1_to_v2}
+
+
+def migrate(d: dict[str, Any], source: str = "config.json") -> dict[str, Any]:
+    """A config.json dict of any known schema version, migrated to :data:`SCHEMA_VERSION`.
+
+    Raises RunError naming ``source`` for a schema newer than this mlhead (or not an integer).
+    """
+    version = d.get("schema_version", 1)
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+        raise RunError(f"{source}: schema_version {version!r} is not a positive integer")
+    if version > SCHEMA_VERSION:
+        raise RunError(f"{source}: run config schema {version} is newer than this mlhead's ({SCHEMA_VERSION}); "
+                       "upgrade mlhead to read it")
+    while version < SCHEMA_VERSION:
+        d = MIGRATIONS[version](d)
+        version += 1
+    d["schema_version"] = version
+    return d
 
 
 @dataclass
 class RunRecord:
-    config: dict
+    """A fitted run in memory: its :class:`RunConfig`, head state_dict, history rows and directory."""
+
+    config: RunConfig
     state: dict
     history: list[dict] = field(default_factory=list)
     path: Path | None = None
@@ -40,39 +201,50 @@ def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9._=-]+", "_", text).strip("_")
 
 
-def write_run(rec: RunRecord, runs_dir: Path, label: str) -> Path:
-    """Create ``<runs_dir>/<timestamp>-<dataset>-<label>`` (suffixed if taken) and write the run."""
-    from safetensors.torch import save_file
+def _csv_text(rows: list[dict]) -> str:
+    buf = io.StringIO(newline="")
+    w = csv.DictWriter(buf, fieldnames=list(rows[0]))
+    w.writeheader()
+    w.writerows(rows)
+    return buf.getvalue()
 
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    base = runs_dir / _slug(f"{stamp}-{rec.config.get('dataset', 'data')}-{label}")
+
+def _new_run_dir(runs_dir: Path, name: str) -> Path:
+    base = runs_dir / _slug(name)
     path, n = base, 1
     while True:
         try:
             path.mkdir(parents=True)
-            break
+            return path
         except FileExistsError:
             n += 1
             path = Path(f"{base}-{n}")
-    save_file({k: v.contiguous() for k, v in rec.state.items()}, str(path / "head.safetensors"))
+
+
+def write_run(rec: RunRecord, runs_dir: Path, label: str) -> Path:
+    """Create ``<runs_dir>/<timestamp>-<dataset>-<label>`` (suffixed if taken) and write the run:
+    head.safetensors, history.csv, then config.json (last: a directory with config.json is complete).
+    Every file is written atomically; StorageError on a write failure."""
+    from safetensors.torch import save
+
+    path = _new_run_dir(Path(runs_dir), f"{time.strftime('%Y%m%d-%H%M%S')}-{rec.config.dataset or 'data'}-{label}")
+    atomic_write_bytes(path / "head.safetensors", save({k: v.contiguous() for k, v in rec.state.items()}))
     if rec.history:
-        with open(path / "history.csv", "w", newline="") as fh:
-            w = csv.DictWriter(fh, fieldnames=list(rec.history[0]))
-            w.writeheader()
-            w.writerows(rec.history)
-    (path / "config.json").write_text(json.dumps(rec.config, indent=2, default=str))
+        atomic_write_text(path / "history.csv", _csv_text(rec.history))
+    rec.config.write(path / "config.json")
     return path
 
 
+def load_run_config(run_dir) -> RunConfig:
+    """The :class:`RunConfig` of a run directory, migrated from older schemas (RunError when absent,
+    unreadable, of a newer schema or with unknown keys)."""
+    return RunConfig.read(Path(run_dir) / "config.json")
+
+
 def load_config(run_dir) -> dict:
-    """``config.json`` of a run directory (RunError when absent or unreadable)."""
-    p = Path(run_dir) / "config.json"
-    try:
-        return json.loads(p.read_text())
-    except FileNotFoundError:
-        raise RunError(f"not a run directory (no config.json): {run_dir}") from None
-    except json.JSONDecodeError as e:
-        raise RunError(f"{p}: unreadable ({e})") from None
+    """``config.json`` of a run directory as a dict, migrated to the current schema (see
+    :func:`load_run_config`)."""
+    return load_run_config(run_dir).to_dict()
 
 
 def latest_run(runs_dir="runs") -> Path:
@@ -84,13 +256,15 @@ def latest_run(runs_dir="runs") -> Path:
 
 
 def load_head(run_dir) -> tuple[MLPHead, dict]:
-    """The fitted head (eval mode, float32) and its config."""
+    """The fitted head (eval mode, float32) and its config (a dict, see :func:`load_config`)."""
     from safetensors.torch import load_file
 
     cfg = load_config(run_dir)
-    state = load_file(str(Path(run_dir) / "head.safetensors"))
-    head = MLPHead(cfg["dim"], cfg["hidden"], len(cfg["classes"]), standardize=cfg.get("standardize", False))
-    head.load_state_dict(state)
+    path = Path(run_dir) / "head.safetensors"
+    if not path.is_file():
+        raise RunError(f"{run_dir}: no head.safetensors (the fit did not finish); refit the run")
+    head = MLPHead(cfg["dim"], cfg["hidden"], len(cfg["classes"]), standardize=cfg["standardize"])
+    head.load_state_dict(load_file(str(path)))
     return head.eval(), cfg
 
 
@@ -98,8 +272,8 @@ def run_cache(run_dir, cache=None):
     """Open the run's cache (or ``cache``) and refuse one whose fingerprint differs from the run's."""
     cfg = load_config(run_dir)
     c = open_cache(cache or cfg["cache"])
-    if c.fingerprint != cfg.get("cache_fingerprint"):
-        raise CacheError(f"run {run_dir} was fitted on a cache with fingerprint {cfg.get('cache_fingerprint', '?')[:12]}, "
+    if c.fingerprint != cfg["cache_fingerprint"]:
+        raise CacheError(f"run {run_dir} was fitted on a cache with fingerprint {(cfg['cache_fingerprint'] or '?')[:12]}, "
                          f"but {c.path} has {c.fingerprint[:12]} (rebuilt or different inputs); refit the head")
     return c
 
@@ -115,58 +289,57 @@ def predict(run_dir, split: str = "test", cache=None) -> tuple[np.ndarray, np.nd
     return logits.numpy(), Y.numpy(), ids, cfg
 
 
+_EVAL_RUN_KEYS = ("loss", "loss_options", "seed", "lr", "dataset", "backbone", "hidden", "epochs", "best_epoch")
+
+
 def write_evaluation(run_dir, split: str, rule: dict, metrics: dict, per_class: list[dict] | None = None,
                      output=None) -> Path:
     """Write ``eval/<split>__<rule>.json`` and ``metrics.json`` (and ``per_class.csv``); also ``output``
-    (.json or .csv) when given. Returns the eval json path."""
+    (.json or .csv) when given. Every file atomically. Returns the eval json path."""
     run_dir = Path(run_dir)
     cfg = load_config(run_dir)
-    run_keys = ("loss", "loss_options", "seed", "lr", "dataset", "backbone", "hidden", "epochs", "best_epoch")
-    doc = {"split": split, "rule": rule, "metrics": metrics, "run": {k: cfg.get(k) for k in run_keys},
+    doc = {"split": split, "rule": rule, "metrics": metrics, "run": {k: cfg.get(k) for k in _EVAL_RUN_KEYS},
            "run_dir": str(run_dir)}
     (run_dir / "eval").mkdir(exist_ok=True)
     path = run_dir / "eval" / f"{split}__{rule.get('slug') or _slug(rule.get('name', 'rule'))}.json"
     for p in (path, run_dir / "metrics.json"):
-        tmp = p.with_suffix(".tmp")
-        tmp.write_text(json.dumps(doc, indent=2, default=str))
-        os.replace(tmp, p)
+        atomic_write_json(p, doc)
     if per_class:
-        _write_csv(run_dir / "per_class.csv", per_class)
+        atomic_write_text(run_dir / "per_class.csv", _csv_text(per_class))
     if output:
         out = Path(output)
         out.parent.mkdir(parents=True, exist_ok=True)
         if out.suffix.lower() == ".csv":
-            _write_csv(out, [{"split": split, "rule": rule.get("name"), **metrics}])
+            atomic_write_text(out, _csv_text([{"split": split, "rule": rule.get("name"), **metrics}]))
         else:
-            out.write_text(json.dumps(doc, indent=2, default=str))
+            atomic_write_json(out, doc)
     return path
 
 
-def _write_csv(path: Path, rows: list[dict]) -> None:
-    with open(path, "w", newline="") as fh:
-        w = csv.DictWriter(fh, fieldnames=list(rows[0]))
-        w.writeheader()
-        w.writerows(rows)
+def resolve_rule(run_dir, rule: DecisionRule | None = None, cache=None) -> DecisionRule:
+    """``rule`` (default: softmax>=0.05) with per-class thresholds tuned on its ``tuned_on`` split of
+    the run's cache when it is a ``--tune-thresholds`` recipe (:attr:`DecisionRule.needs_tuning`)."""
+    rule = rule or DecisionRule()
+    if rule.needs_tuning:
+        val_logits, val_targets, _, _ = predict(run_dir, rule.tuned_on, cache)
+        rule = rule.tune(val_logits, val_targets)
+    return rule
 
 
-def evaluate_run(run_dir, split: str = "test", activation: str = "softmax", threshold: float | None = None,
-                 top_k: int | None = None, tune_thresholds: bool = False, cache=None, output=None) -> dict:
+def evaluate_run(run_dir, split: str = "test", rule: DecisionRule | None = None, cache=None, output=None) -> dict:
     """Evaluate a fitted run under one explicit decision rule and write the result files.
 
-    ``tune_thresholds``: per-class thresholds chosen on the val split (maximising each class's F1)
-    and applied to ``split``. Returns the eval document {split, rule, metrics, per_class, path}.
-    Raises RunError/CacheError (missing run, cache mismatch) and ValueError (bad rule options).
+    ``rule``: a :class:`~mlhead.rules.DecisionRule` (default softmax>=0.05); a ``--tune-thresholds``
+    recipe (``DecisionRule(activation, threshold, tuned_on="val")``) gets per-class thresholds
+    chosen on that split (maximising each class's F1) and applied to ``split``. Returns the eval
+    document {split, rule, metrics, per_class, path, config}. Raises RunError/CacheError (missing
+    run, cache mismatch) and ConfigError (a rule that does not fit the run).
     """
     from . import metrics as M
 
+    rule = resolve_rule(run_dir, rule, cache)
     logits, targets, _, cfg = predict(run_dir, split, cache)
-    if tune_thresholds:
-        val_logits, val_targets, _, _ = predict(run_dir, "val", cache)
-        rule = M.tuned_rule(val_logits, val_targets, activation, threshold)
-    else:
-        rule = M.DecisionRule(activation=activation, threshold=threshold, top_k=top_k)
-    values = M.evaluate(logits, targets, activation=rule.activation, threshold=rule.threshold,
-                        top_k=rule.top_k, thresholds=rule.thresholds)
+    values = M.evaluate_rule(logits, targets, rule)
     rows = M.per_class(logits, targets, rule, cfg["classes"])
     path = write_evaluation(run_dir, split, {**rule.to_dict(), "slug": rule.slug}, values, rows, output)
     return {"split": split, "rule": rule.to_dict(), "metrics": values, "per_class": rows, "path": path,

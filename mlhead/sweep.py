@@ -7,35 +7,28 @@ every run gets its own run directory and evaluation files, so ``mlhead report`` 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
+from .rules import DecisionRule
 from .runs import evaluate_run
 from .train import FitConfig, RunSpec, fit
 
 
-@dataclass(frozen=True)
-class Rule:
-    """A decision rule to evaluate every run under (see :class:`mlhead.metrics.DecisionRule`)."""
-
-    activation: str = "softmax"
-    threshold: float | None = None
-    top_k: int | None = None
-    tune_thresholds: bool = False
-
-
-def run_cell(cache, specs: Sequence[RunSpec], cfg: FitConfig, runs_dir, rules: Sequence[Rule] = (Rule(),),
+def run_cell(cache, specs: Sequence[RunSpec], cfg: FitConfig, runs_dir,
+             rules: Sequence[DecisionRule] = (DecisionRule(),),
              split: str = "test", progress: Callable[[int, int], None] | None = None) -> list[dict]:
     """Fit ``specs`` as one stacked cell, then evaluate every run under every rule.
 
-    Returns one dict per (run, rule): {run_dir, spec, rule, metrics}. Errors as in fit/evaluate_run.
+    ``rules``: :class:`~mlhead.rules.DecisionRule` objects; a ``--tune-thresholds`` recipe
+    (``tuned_on="val"``) is tuned per run. Returns one dict per (run, rule): {run_dir, spec, rule
+    (its name), metrics}. Errors as in fit/evaluate_run.
     """
     out = []
     for rec in fit(cache, list(specs), cfg, runs_dir, progress=progress):
         for r in rules:
-            doc = evaluate_run(rec.path, split, r.activation, r.threshold, r.top_k, r.tune_thresholds)
-            out.append({"run_dir": str(rec.path), "spec": rec.config["loss"], "rule": doc["rule"]["name"],
+            doc = evaluate_run(rec.path, split, r)
+            out.append({"run_dir": str(rec.path), "spec": rec.config.loss, "rule": doc["rule"]["name"],
                         "metrics": doc["metrics"]})
     return out
 
@@ -53,7 +46,8 @@ def cells(specs: Sequence[RunSpec], max_runs_per_cell: int | None = None) -> lis
     return out
 
 
-def sweep(cache, specs: Sequence[RunSpec], cfg: FitConfig, runs_dir, rules: Sequence[Rule] = (Rule(),),
+def sweep(cache, specs: Sequence[RunSpec], cfg: FitConfig, runs_dir,
+          rules: Sequence[DecisionRule] = (DecisionRule(),),
           split: str = "test", progress: Callable[[int, int], None] | None = None) -> list[dict]:
     """Run a whole grid locally as a single stacked cell (fastest on one machine)."""
     return run_cell(cache, specs, cfg, Path(runs_dir), rules, split, progress)

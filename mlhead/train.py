@@ -7,13 +7,18 @@ the whole split (one tensor on the device; no per-example DataLoader). Adam (fus
 available) on float32 master weights; forward/backward under bf16 autocast on CPUs with AMX or
 AVX512-BF16 (fp16/bf16 on CUDA); losses and metrics in float32. Each run keeps its own best epoch
 by a validation criterion and gets its own run directory (see :mod:`mlhead.runs`).
+
+:func:`fit` is four steps: :func:`_load` (splits onto the device, standardized if asked),
+:func:`_train_epoch` (one pass over the seeded permutation, every group), :func:`_validate` (val loss
+and the val F1s of :func:`mlhead.metrics.f1_scores` under ``FitConfig.val_rule``, the numbers
+``mlhead eval`` reports under that rule) and :class:`_BestTracker` (each run's best epoch and head).
 """
 
 from __future__ import annotations
 
 import itertools
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -23,8 +28,10 @@ import torch
 from . import losses as L
 from .cache import open_cache
 from .device import autocast, dtype_of, resolve_device, resolve_precision
+from .errors import ConfigError
 from .heads import StackedHeads
-from .runs import RunRecord, write_run
+from .rules import DecisionRule
+from .runs import RunConfig, RunRecord, write_run
 
 SELECT_CHOICES = ("val_loss", "val_micro_f1", "val_macro_f1")
 
@@ -58,21 +65,22 @@ class FitConfig:
     precision: str = "auto"
     device: str | None = None
     select: str = "val_loss"
-    val_activation: str = "softmax"
-    val_threshold: float = 0.05
+    val_rule: DecisionRule = field(default_factory=DecisionRule)
     val_every: int = 1
     standardize: bool = False
 
     def validate(self) -> None:
-        """Raise ValueError naming the first out-of-range option."""
+        """Raise ConfigError (a ValueError) naming the first out-of-range option."""
         for name, value, ok, valid in (("epochs", self.epochs, self.epochs >= 1, ">= 1"),
                                        ("batch-size", self.batch_size, self.batch_size >= 1, ">= 1"),
                                        ("hidden", self.hidden, self.hidden >= 0, ">= 0"),
                                        ("val-every", self.val_every, self.val_every >= 1, ">= 1")):
             if not ok:
-                raise ValueError(f"--{name} {value} is out of range; valid: {valid}")
+                raise ConfigError(f"--{name} {value} is out of range; valid: {valid}")
         if self.select not in SELECT_CHOICES:
-            raise ValueError(f"--select {self.select!r} invalid; valid: {', '.join(SELECT_CHOICES)}")
+            raise ConfigError(f"--select {self.select!r} invalid; valid: {', '.join(SELECT_CHOICES)}")
+        if not isinstance(self.val_rule, DecisionRule) or self.val_rule.needs_tuning:
+            raise ConfigError(f"val_rule must be a DecisionRule with fixed thresholds, got {self.val_rule!r}")
 
 
 def expand_grid(losses: Sequence[str], seeds: Sequence[int] = (0,), lrs: Sequence[float] = (1e-3,),
@@ -150,30 +158,21 @@ def _predict(heads: StackedHeads, X: torch.Tensor, dev, prec, chunk: int = 8192)
     return torch.cat(outs, 1)
 
 
-def _val_scores(logits: torch.Tensor, y_np: np.ndarray, cfg: FitConfig) -> tuple[float, float]:
-    from sklearn.metrics import f1_score
+@dataclass
+class _Data:
+    """The train and val splits on the device (inputs in the storage dtype, targets float32)."""
 
-    from .metrics import decide
+    Xtr: torch.Tensor
+    Ytr: torch.Tensor
+    Xva: torch.Tensor
+    Yva: torch.Tensor
+    yva: np.ndarray  # val targets, uint8 N x C on the host (for the metrics)
+    scaling: dict  # input_mean/input_std stored with each head when standardized
 
-    pred = decide(logits.numpy(), activation=cfg.val_activation, threshold=cfg.val_threshold)
-    return (100 * f1_score(y_np, pred, average="micro", zero_division=0),
-            100 * f1_score(y_np, pred, average="macro", zero_division=0))
 
-
-def fit(cache_path, specs: list[RunSpec], cfg: FitConfig | None = None, runs_dir="runs",
-        progress: Callable[[int, int], None] | None = None, write: bool = True) -> list[RunRecord]:
-    """Train one head per spec on the cache's train split, selecting each run's best epoch on val.
-
-    Returns the run records (with their directories when ``write``). Raises ValueError for bad
-    options, CacheError for a missing/incomplete cache or one without train/val splits.
-    """
-    cfg = cfg or FitConfig()
-    cfg.validate()
-    if not specs:
-        raise ValueError("no runs to fit")
-    cache = open_cache(cache_path)
-    dev = resolve_device(cfg.device)
-    prec = resolve_precision(cfg.precision, dev)
+def _load(cache, cfg: FitConfig, dev, prec: str) -> _Data:
+    """Load train and val, z-score them with train statistics when ``cfg.standardize``, move them to
+    ``dev``. Raises ValueError without a val split or with labels that are not multi-hot."""
     if "val" not in cache.splits:
         raise ValueError(f"{cache.path}: no val split to select the best epoch on")
     store = torch.float32 if prec == "fp32" or cfg.standardize else dtype_of(prec)
@@ -185,71 +184,134 @@ def fit(cache_path, specs: list[RunSpec], cfg: FitConfig | None = None, runs_dir
         std = torch.where(std > 1e-6, std, torch.ones_like(std))  # constant train columns: centre only
         Xtr, Xva = (Xtr - mean) / std, (Xva - mean) / std
         scaling = {"input_mean": mean.contiguous(), "input_std": std.contiguous()}
-    store = torch.float32 if prec == "fp32" else dtype_of(prec)
-    Xtr, Xva = Xtr.to(dev, store), Xva.to(dev, store)  # no copy when already there
-    Ytr_f, Yva_f = Ytr.to(dev, torch.float32), Yva.to(dev, torch.float32)
-    yva_np = Yva.numpy()
-    N, D = Xtr.shape
-    C = Ytr.shape[1]
-    groups = _make_groups(specs, D, cfg.hidden, C, dev)
     if Ytr.max() > 1 or Yva.max() > 1:  # once, instead of each loss checking every step
         raise ValueError(f"{cache.path}: labels must be multi-hot 0/1")
+    store = torch.float32 if prec == "fp32" else dtype_of(prec)
+    return _Data(Xtr.to(dev, store), Ytr.to(dev, torch.float32), Xva.to(dev, store), Yva.to(dev, torch.float32),
+                 Yva.numpy(), scaling)
+
+
+def _train_epoch(groups: list[_Group], data: _Data, opt, perms: dict, cfg: FitConfig, dev, prec) -> list[float]:
+    """One pass over the train split in minibatches of the seeded permutations ``perms`` (seed -> N
+    indices); every group steps on the same batch positions. Returns the mean train loss per run."""
+    N = data.Xtr.shape[0]
+    train_sum = torch.zeros(sum(len(g.runs) for g in groups), device=dev)
+    n_steps = 0
+    for start in range(0, N, cfg.batch_size):
+        opt.zero_grad(set_to_none=True)
+        total = 0.0
+        for g in groups:
+            idx = perms[g.seed][start:start + cfg.batch_size]
+            with autocast(dev, prec):
+                logits = g.heads(data.Xtr.index_select(0, idx))
+            per_run = _group_loss(g, logits, data.Ytr.index_select(0, idx))
+            total = total + per_run.sum()
+            train_sum.index_add_(0, torch.tensor(g.runs, device=dev), per_run.detach())
+        total.backward()
+        opt.step()
+        n_steps += 1
+    return (train_sum / n_steps).tolist()
+
+
+def _val_f1(logits: torch.Tensor, data: _Data, rule: DecisionRule) -> dict[str, float]:
+    """micro/macro F1 (percent) of one run's val logits, exactly as ``mlhead eval`` computes them;
+    NaN for non-finite logits (a diverged run is not selected)."""
+    from .metrics import f1_scores
+
+    if not torch.isfinite(logits).all():
+        return {"micro_f1": float("nan"), "macro_f1": float("nan")}
+    return f1_scores(logits.cpu(), data.yva, rule)
+
+
+def _validate(g: _Group, data: _Data, cfg: FitConfig, dev, prec) -> list[dict]:
+    """One group's validation rows, one per run of the group: val_loss, val_micro_f1, val_macro_f1."""
+    with torch.no_grad():
+        val_logits = _predict(g.heads, data.Xva, dev, prec)
+        val_loss = _group_loss(g, val_logits, data.Yva).tolist()
+    rows = []
+    for j in range(len(g.runs)):
+        f1 = _val_f1(val_logits[j], data, cfg.val_rule)
+        rows.append({"val_loss": val_loss[j], "val_micro_f1": f1["micro_f1"], "val_macro_f1": f1["macro_f1"]})
+    return rows
+
+
+class _BestTracker:
+    """Each run's best epoch by ``select`` (lowest val_loss, highest F1; non-finite values never win)
+    and a copy of its head at that epoch."""
+
+    def __init__(self, n_runs: int, select: str):
+        self.select = select
+        self.sign = 1.0 if select == "val_loss" else -1.0
+        self.value: list[float | None] = [None] * n_runs
+        self.epoch = [0] * n_runs
+        self.state: list[dict | None] = [None] * n_runs
+
+    def update(self, i: int, row: dict, state_fn: Callable[[], dict]) -> None:
+        """Keep run ``i``'s ``row`` (with its epoch) and ``state_fn()`` if it beats the best so far."""
+        value = row[self.select]
+        best = self.value[i]
+        if np.isfinite(value) and (best is None or self.sign * value < self.sign * best):
+            self.value[i], self.epoch[i], self.state[i] = value, row["epoch"], state_fn()
+
+
+def _run_config(spec: RunSpec, cfg: FitConfig, cache, data: _Data, prec: str, best: _BestTracker, i: int,
+                n_runs: int, seconds: float) -> RunConfig:
+    """The :class:`~mlhead.runs.RunConfig` of run ``i``."""
+    return RunConfig(
+        loss=spec.loss, classes=list(cache.classes), dim=int(data.Xtr.shape[1]), hidden=cfg.hidden,
+        epochs=cfg.epochs, batch_size=cfg.batch_size, precision=prec, device=cfg.device, select=cfg.select,
+        val_rule=cfg.val_rule.to_dict(), val_every=cfg.val_every, standardize=cfg.standardize,
+        loss_options=spec.options, seed=spec.seed, lr=spec.lr, dataset=cache.attrs.get("dataset", ""),
+        backbone=cache.attrs.get("backbone", ""), cache=str(Path(cache.path).resolve()),
+        cache_fingerprint=cache.fingerprint, n_train=int(data.Xtr.shape[0]), n_val=int(data.Xva.shape[0]),
+        best_epoch=best.epoch[i], best_value=best.value[i], stacked_runs=n_runs, train_seconds=seconds,
+        suggested_rule=getattr(L.LOSSES[L.canonical_name(spec.loss)], "DECISION_RULE", None))
+
+
+def fit(cache_path, specs: list[RunSpec], cfg: FitConfig | None = None, runs_dir="runs",
+        progress: Callable[[int, int], None] | None = None, write: bool = True) -> list[RunRecord]:
+    """Train one head per spec on the cache's train split, selecting each run's best epoch on val.
+
+    Validation (every ``cfg.val_every`` epochs and at the last) records val_loss and the val
+    micro/macro F1 under ``cfg.val_rule``; the best epoch maximises/minimises ``cfg.select`` and its
+    head is kept. Returns the run records (with their directories when ``write``). Raises
+    ConfigError/ValueError for bad options, CacheError for a missing/incomplete cache or one without
+    train/val splits.
+    """
+    cfg = cfg or FitConfig()
+    cfg.validate()
+    if not specs:
+        raise ValueError("no runs to fit")
+    cache = open_cache(cache_path)
+    dev = resolve_device(cfg.device)
+    prec = resolve_precision(cfg.precision, dev)
+    data = _load(cache, cfg, dev, prec)
+    groups = _make_groups(specs, data.Xtr.shape[1], cfg.hidden, data.Ytr.shape[1], dev)
     params = [{"params": list(g.heads.parameters()), "lr": g.lr} for g in groups]
     opt = torch.optim.Adam(params, fused=dev.type in ("cpu", "cuda"))
     gens = {g.seed: torch.Generator().manual_seed(g.seed + 1_000_003) for g in groups}
-    K = len(specs)
-    history: list[list[dict]] = [[] for _ in range(K)]
-    best = [{"value": None, "epoch": 0, "state": None} for _ in range(K)]
-    sign = 1.0 if cfg.select == "val_loss" else -1.0
+    history: list[list[dict]] = [[] for _ in specs]
+    best = _BestTracker(len(specs), cfg.select)
     t0 = time.perf_counter()
     for epoch in range(1, cfg.epochs + 1):
-        perms = {s: torch.randperm(N, generator=gen).to(dev) for s, gen in gens.items()}
-        train_sum = torch.zeros(K, device=dev)
-        n_steps = 0
-        for start in range(0, N, cfg.batch_size):
-            opt.zero_grad(set_to_none=True)
-            total = 0.0
-            for g in groups:
-                idx = perms[g.seed][start:start + cfg.batch_size]
-                with autocast(dev, prec):
-                    logits = g.heads(Xtr.index_select(0, idx))
-                per_run = _group_loss(g, logits, Ytr_f.index_select(0, idx))
-                total = total + per_run.sum()
-                train_sum.index_add_(0, torch.tensor(g.runs, device=dev), per_run.detach())
-            total.backward()
-            opt.step()
-            n_steps += 1
+        perms = {s: torch.randperm(data.Xtr.shape[0], generator=gen).to(dev) for s, gen in gens.items()}
+        train_loss = _train_epoch(groups, data, opt, perms, cfg, dev, prec)
         if epoch % cfg.val_every and epoch != cfg.epochs:
             continue
-        train_loss = (train_sum / n_steps).tolist()
         for g in groups:
-            with torch.no_grad():
-                val_logits = _predict(g.heads, Xva, dev, prec)
-                val_loss = _group_loss(g, val_logits, Yva_f).tolist()
-            for j, i in enumerate(g.runs):
-                micro, macro = _val_scores(val_logits[j].cpu(), yva_np, cfg)
-                row = {"epoch": epoch, "train_loss": train_loss[i], "val_loss": val_loss[j],
-                       "val_micro_f1": micro, "val_macro_f1": macro}
+            for j, (i, val) in enumerate(zip(g.runs, _validate(g, data, cfg, dev, prec))):
+                row = {"epoch": epoch, "train_loss": train_loss[i], **val}
                 history[i].append(row)
-                value = row[cfg.select]
-                if np.isfinite(value) and (best[i]["value"] is None or sign * value < sign * best[i]["value"]):
-                    best[i] = {"value": value, "epoch": epoch, "state": g.heads.head_state(j)}
+                best.update(i, row, lambda g=g, j=j: g.heads.head_state(j))
         if progress:
             progress(epoch, cfg.epochs)
     seconds = time.perf_counter() - t0
     records = []
     for i, spec in enumerate(specs):
         g = next(g for g in groups if i in g.runs)
-        state = best[i]["state"] or g.heads.head_state(g.runs.index(i))
-        rec = RunRecord(config={
-            **asdict(cfg), "precision": prec, "loss": spec.loss, "loss_options": spec.options, "seed": spec.seed,
-            "lr": spec.lr, "dataset": cache.attrs.get("dataset", ""), "backbone": cache.attrs.get("backbone", ""),
-            "cache": str(Path(cache.path).resolve()), "cache_fingerprint": cache.fingerprint,
-            "classes": cache.classes, "dim": D, "n_train": N, "n_val": int(Xva.shape[0]),
-            "best_epoch": best[i]["epoch"], "best_value": best[i]["value"], "stacked_runs": K,
-            "train_seconds": seconds,
-            "suggested_rule": getattr(L.LOSSES[L.canonical_name(spec.loss)], "DECISION_RULE", None)},
-            state={**state, **scaling}, history=history[i])
+        state = best.state[i] or g.heads.head_state(g.runs.index(i))
+        rec = RunRecord(_run_config(spec, cfg, cache, data, prec, best, i, len(specs), seconds),
+                        {**state, **data.scaling}, history[i])
         if write:
             rec.path = write_run(rec, Path(runs_dir), spec.label)
         records.append(rec)

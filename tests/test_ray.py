@@ -119,14 +119,15 @@ def _by_run(results: list[dict]) -> dict:
 
 def test_ray_sweep_equals_local_sweep(local_ray, tmp_path):
     from mlhead import report as R
-    from mlhead.sweep import Rule, cells, sweep
+    from mlhead.rules import DecisionRule
+    from mlhead.sweep import cells, sweep
     from mlhead.train import FitConfig, expand_grid
 
     cache = make_cache(tmp_path / "c.h5", n=(120, 40, 40), dim=12, n_classes=4)
     specs = expand_grid(["sigmoidf1", "crossentropy"], seeds=[0, 1, 2, 3])
     assert len(cells(specs)) == 4
     cfg = FitConfig(epochs=3, batch_size=32, hidden=8, precision="fp32")
-    rules = [Rule("softmax", 0.05), Rule("sigmoid", 0.5)]
+    rules = [DecisionRule("softmax", 0.05), DecisionRule("sigmoid", 0.5)]
     local = _by_run(sweep(cache, specs, cfg, tmp_path / "local", rules))
     results = ray_sweep(cache, specs, cfg, tmp_path / "ray", rules, show_progress=False)
     dist = _by_run(results)
