@@ -181,7 +181,10 @@ def migrate(d: dict[str, Any], source: str = "config.json") -> dict[str, Any]:
         raise RunError(f"{source}: run config schema {version} is newer than this mlhead's ({SCHEMA_VERSION}); "
                        "upgrade mlhead to read it")
     while version < SCHEMA_VERSION:
-        d = MIGRATIONS[version](d)
+        try:
+            d = MIGRATIONS[version](d)
+        except ValueError as e:
+            raise RunError(f"{source}: invalid val_rule in a schema {version} run config ({e})") from None
         version += 1
     d["schema_version"] = version
     return d
