@@ -93,11 +93,17 @@ class StackedHeads(nn.Module):
         return torch.baddbmm(self.b2, torch.relu(h), self.w2)
 
     def head_state(self, i: int) -> dict[str, torch.Tensor]:
-        """Run ``i``'s weights as an ``MLPHead`` state_dict (float32, contiguous, on CPU)."""
+        """Run ``i``'s weights as an ``MLPHead`` state_dict (float32, contiguous, on CPU): a copy that
+        later optimizer steps leave alone (a slice of a bias would be a view of the live parameter)."""
         width = self.n_classes if self.hidden == 0 else self.hidden
-        w1 = self.w1.detach()[:, i * width:(i + 1) * width].t().float().cpu().contiguous()
-        b1 = self.b1.detach()[i * width:(i + 1) * width].float().cpu().contiguous()
+        w1 = _copy(self.w1.detach()[:, i * width:(i + 1) * width].t())
+        b1 = _copy(self.b1.detach()[i * width:(i + 1) * width])
         if self.hidden == 0:
             return {"fc.weight": w1, "fc.bias": b1}
-        return {"fc1.weight": w1, "fc1.bias": b1, "fc2.weight": self.w2.detach()[i].t().float().cpu().contiguous(),
-                "fc2.bias": self.b2.detach()[i, 0].float().cpu().contiguous()}
+        return {"fc1.weight": w1, "fc1.bias": b1, "fc2.weight": _copy(self.w2.detach()[i].t()),
+                "fc2.bias": _copy(self.b2.detach()[i, 0])}
+
+
+def _copy(t: torch.Tensor) -> torch.Tensor:
+    """A float32, contiguous CPU copy of ``t`` that never shares memory with it."""
+    return t.to("cpu", torch.float32, copy=True).contiguous()

@@ -147,3 +147,33 @@ def test_standardize_leaves_constant_columns_unscaled(tmp_path):
               tmp_path / "runs")[0]
     assert load_file(str(rec.path / "head.safetensors"))["input_std"][3] == 1.0
     assert np.abs(predict(rec.path, "test")[0]).max() < 100
+
+
+@pytest.mark.parametrize("select, key", [("val_macro_f1", "macro_f1"), ("val_micro_f1", "micro_f1")])
+def test_selected_val_metric_is_what_eval_reports_for_the_saved_head(tmp_path, select, key):
+    """--select val_macro_f1 selects on eval's macro_f1 (over classes with positives, under the same
+    rule), and the saved head is the selected epoch's: evaluating it on val gives the selected value."""
+    from mlhead.cache import write_cache
+    from mlhead.metrics import evaluate_rule
+    from mlhead.rules import DecisionRule
+    from mlhead.runs import predict
+
+    rng = np.random.default_rng(5)
+    W = rng.normal(size=(8, 4))
+    splits = {}
+    for name, m in (("train", 120), ("val", 40), ("test", 40)):
+        X = rng.normal(size=(m, 8)).astype(np.float32)
+        Y = (X @ W > 0.3).astype(np.uint8)
+        if name == "val":
+            Y[:, 3] = 0  # a class without val positives: excluded from eval's macro average
+        splits[name] = (X, Y, [f"{name}{i}" for i in range(m)])
+    cache = write_cache(tmp_path / "c.h5", splits, ["a", "b", "c", "d"], attrs={"dataset": "synthetic"})
+    rule = DecisionRule("sigmoid", 0.5)
+    rec = fit(cache, [RunSpec("crossentropy", (), 0, 3e-2)],
+              FitConfig(epochs=12, batch_size=16, hidden=8, precision="fp32", select=select, val_rule=rule),
+              tmp_path / "runs")[0]
+    values = [h[select] for h in rec.history]
+    assert rec.config.best_epoch != len(values), "want a best epoch before the last (the saved head must not drift)"
+    assert rec.config.best_value == max(values) == values[rec.config.best_epoch - 1]
+    logits, targets, _, _ = predict(rec.path, "val")
+    assert evaluate_rule(logits, targets, rule)[key] == pytest.approx(rec.config.best_value, abs=1e-9)
