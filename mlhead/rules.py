@@ -207,7 +207,7 @@ class DecisionRule:
     """
 
     activation: str = "softmax"
-    threshold: float | None = 0.05
+    threshold: float | None = None
     top_k: int | None = None
     thresholds: np.ndarray | None = field(default=None, repr=False)
     tuned_on: str | None = None
