@@ -37,7 +37,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from mlhead.backbones import load_backbone  # noqa: E402
+from mlhead.encoders import create_encoder  # noqa: E402
 from mlhead.datasets import get_loader  # noqa: E402
 from mlhead.device import autocast, resolve_device, resolve_precision  # noqa: E402
 from mlhead.embed import EmbedConfig, embed  # noqa: E402
@@ -126,7 +126,7 @@ def bench_image(args, tmp: Path, dev, prec) -> dict:
     table = poster_table(data, args.n, tmp / "posters.csv")
     options = {"image_column": "image", "id_column": "id"}
     weights = None if args.random_init else args.weights
-    bb = load_backbone("mobilenetv2_100", weights=weights, random_init=args.random_init).to(dev)
+    bb = create_encoder("mobilenetv2_100", weights=weights, random_init=args.random_init).to(dev)
     size = tuple(bb.preprocessing["input_size"])  # what the transform produces: (3, H, W)
     loaded = get_loader("table").load(table, **options)
     shapes = _batch_sizes([len(v) for v in loaded.splits.values()], args.batch_size)
@@ -163,7 +163,7 @@ def _rounds(args, run_e, run_p) -> dict:
 def bench_text(args, tmp: Path, dev, prec) -> dict:
     table = arxiv_table(Path(args.arxiv), args.text_n, tmp / "arxiv.jsonl")
     options = {"text_column": "text", "id_column": "id"}
-    bb = load_backbone("minilm", random_init=args.random_init, max_length=args.max_length).to(dev)
+    bb = create_encoder("minilm", random_init=args.random_init, max_length=args.max_length).to(dev)
     loaded = get_loader("table").load(table, **options)
     gen = torch.Generator().manual_seed(0)
     vocab = bb.tokenizer.vocab_size

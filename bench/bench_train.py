@@ -132,11 +132,11 @@ def matmul_rate(dtype, m=BATCH, k=1280, n=HIDDEN, reps=30) -> float:
 
 def backbone_seconds_per_image(precision: str, batches=3) -> float | None:
     """Real MobileNetV2 (staged TF weights when present, else random init) forward per image."""
-    from mlhead.backbones import load_backbone
+    from mlhead.encoders import create_encoder
     from mlhead.device import autocast
 
     w = Path(__file__).resolve().parents[2] / "shared" / "weights" / "mobilenetv2_100"
-    bb = load_backbone("mobilenetv2_100", weights=w if w.exists() else None, random_init=not w.exists())
+    bb = create_encoder("mobilenetv2_100", weights=w if w.exists() else None, random_init=not w.exists())
     dev = torch.device("cpu")
     x = torch.randn(64, 3, 224, 224)
     with autocast(dev, precision):

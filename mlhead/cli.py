@@ -24,7 +24,7 @@ err_console = Console(stderr=True, width=_WIDTH)
 
 
 def _known_errors() -> tuple[type[BaseException], ...]:
-    from .backbones import BackboneError
+    from .errors import BackboneError
     from .cache import CacheError
     from .datasets import DatasetError
     from .runs import RunError

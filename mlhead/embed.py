@@ -6,8 +6,9 @@ for CNNs, with autocast per ``--precision`` (bf16 on CPUs with AMX/AVX512-BF16, 
 Batches are appended to the cache's ``.partial`` directory and made durable (fsync at most every
 ``SYNC_INTERVAL`` seconds, and always when the run stops: error, Ctrl-C), so an interrupted run
 resumes from the last flushed batch and finishes with the same file an uninterrupted run writes
-(same batches, same order). ``--random-init`` backbones are seeded (``RANDOM_INIT_SEED``), so they
-are reproducible too.
+(same batches, same order). ``--random-init`` encoders are seeded (``mlhead.encoders.RANDOM_INIT_SEED``),
+so they are reproducible too. The loop knows encoders only through :class:`mlhead.encoders.Encoder`
+(``read`` rows, ``collate`` batches, ``encode``, ``fingerprint``): no modality or family branches here.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from .backbones import Backbone, load_backbone
+from .encoders import BadInput, Encoder, create_encoder
 from .cache import CacheError, CacheFields, CacheLock, CacheWriter, cache_fields, check_reusable
 from .datasets import DatasetError, LoadedDataset, get_loader
 from .device import autocast, resolve_device, resolve_precision
@@ -32,8 +33,6 @@ ON_ERROR = ("raise", "skip")
 DEFAULT_BACKBONE = {"image": "mobilenetv2_100", "text": "minilm"}
 #: seconds between fsyncs of the partial cache (a kill loses at most this much work)
 SYNC_INTERVAL = 1.0
-#: torch seed of ``random_init`` backbones (the same random weights in every run and on resume)
-RANDOM_INIT_SEED = 0
 
 
 @dataclass
@@ -65,28 +64,25 @@ class EmbedResult:
 # ------------------------------------------------------------------------------ input pipeline
 
 
-class _ImageRows(Dataset):
-    """Decodes images; a bad image yields its error string instead of a tensor.
+class _Rows(Dataset):
+    """Rows read by ``read`` (an encoder's picklable per-row reader); a bad row yields its error string
+    instead of an item.
 
     ``threads`` > 1: a batch (``__getitems__``, which the DataLoader calls with a batch's indices) is
-    decoded by that many threads (PIL releases the GIL while decoding and resizing)."""
+    read by that many threads (PIL releases the GIL while decoding and resizing)."""
 
-    def __init__(self, examples, transform, threads: int = 1):
-        self.examples, self.transform, self.threads = examples, transform, threads
+    def __init__(self, examples, read: Callable, threads: int = 1):
+        self.examples, self.read, self.threads = examples, read, threads
         self._pool = None
 
     def __len__(self):
         return len(self.examples)
 
     def __getitem__(self, i):
-        from PIL import Image
-
-        ex = self.examples[i]
         try:
-            with Image.open(ex.input) as img:
-                img.load()
-                x = self.transform(img.convert("RGB"))
-            return i, x, None
+            return i, self.read(self.examples[i].input), None
+        except BadInput as e:  # the encoder's own message (e.g. "empty text")
+            return i, None, str(e)
         except Exception as e:  # corrupt, truncated or missing file: reported by the main process
             return i, None, f"{type(e).__name__}: {e}"
 
@@ -105,32 +101,18 @@ class _ImageRows(Dataset):
             self._pool = None
 
 
-class _TextRows(Dataset):
-    def __init__(self, examples):
-        self.examples = examples
+class _Collate:
+    """Picklable DataLoader ``collate_fn``: ``(row indices, encoder.collate(good items) or None,
+    {row index: error})``."""
 
-    def __len__(self):
-        return len(self.examples)
+    def __init__(self, collate: Callable):
+        self.collate = collate
 
-    def __getitem__(self, i):
-        text = self.examples[i].input
-        return i, text, None if text and text.strip() else "empty text"
-
-
-def _collate(tokenize: Callable | None):
-    def collate(items):
+    def __call__(self, items):
         idx = [i for i, _, _ in items]
         errors = {i: err for i, _, err in items if err is not None}
         good = [x for _, x, err in items if err is None]
-        if not good:
-            batch = None
-        elif tokenize is not None:
-            batch = tokenize(good)
-        else:
-            batch = torch.stack(good)
-        return idx, batch, errors
-
-    return collate
+        return idx, self.collate(good) if good else None, errors
 
 
 def _to_device(batch, device: torch.device):
@@ -213,7 +195,7 @@ class EmbedPlan:
 
     config: EmbedConfig
     data: LoadedDataset
-    encoder: Backbone | None
+    encoder: Encoder | None
     device: torch.device
     precision: str
     path: Path
@@ -245,7 +227,7 @@ class EmbedPlan:
         return True
 
 
-def _resolve_encoder(config: EmbedConfig, data: LoadedDataset) -> Backbone | None:
+def _resolve_encoder(config: EmbedConfig, data: LoadedDataset) -> Encoder | None:
     """The encoder of ``config`` for ``data`` (None for a features dataset); ConfigError on a modality
     mismatch."""
     if data.modality == "features":
@@ -254,10 +236,11 @@ def _resolve_encoder(config: EmbedConfig, data: LoadedDataset) -> Backbone | Non
     if name is None:
         loader = get_loader(config.dataset)
         name = loader.default_backbone if loader.modality == data.modality else DEFAULT_BACKBONE[data.modality]
-    bb = _load_backbone(name, config.weights, config.random_init, config.pooling, config.max_length)
+    bb = create_encoder(name, weights=config.weights, random_init=config.random_init, pooling=config.pooling,
+                        max_length=config.max_length)
     if bb.modality != data.modality:
-        raise ConfigError(f"backbone {bb.name!r} is a {bb.modality} model but dataset {config.dataset!r} "
-                          f"is {data.modality}")
+        raise ConfigError(f"--backbone {bb.name!r} is a {bb.modality} encoder but dataset {config.dataset!r} is "
+                          f"{data.modality}; pass a {data.modality} backbone (see `mlhead datasets`)")
     return bb
 
 
@@ -347,15 +330,6 @@ def _rows_in(path: Path) -> dict[str, int]:
     return {s: c.shapes[s][0] for s in c.splits}
 
 
-def _load_backbone(name, weights, random_init, pooling, max_length) -> Backbone:
-    """:func:`load_backbone`; random weights come from a fixed seed (reproducible, resumable)."""
-    if not random_init:
-        return load_backbone(name, weights=weights, random_init=False, pooling=pooling, max_length=max_length)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(RANDOM_INIT_SEED)
-        return load_backbone(name, weights=weights, random_init=True, pooling=pooling, max_length=max_length)
-
-
 class _Counter:
     def __init__(self, limit):
         self.limit, self.n = limit, 0
@@ -419,19 +393,18 @@ def _embed_splits(writer, slices, data, bb, dev, prec, batch_size, workers, on_e
     if not batches:
         return
     announce(batches[0][0])
-    n_workers = default_workers(bb.modality, dev) if workers is None else workers
-    rows = _ImageRows(todo, bb.uint8_transform or bb.transform, threads=1 if n_workers else torch.get_num_threads()) \
-        if bb.modality == "image" else _TextRows(todo)  # in this process: decode a batch with every core
-    if bb.modality == "text":
-        os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    n_workers = bb.default_workers(dev) if workers is None else workers
+    # in this process, an encoder with heavy rows (images) reads a batch with every core
+    threads = torch.get_num_threads() if bb.threaded_read and not n_workers else 1
+    rows = _Rows(todo, bb.read, threads=threads)
     dl = DataLoader(rows, batch_sampler=[idx for _, idx in batches], num_workers=n_workers,
-                    collate_fn=_collate(bb.tokenize if bb.modality == "text" else None),
+                    collate_fn=_Collate(bb.collate),
                     pin_memory=dev.type == "cuda", persistent_workers=False,
                     prefetch_factor=4 if n_workers else None)
     try:
         for (split, _), (idx, batch, errors) in zip(batches, dl):
             announce(split)
-            bad = _bad_rows(errors, todo, bb.modality, on_error)
+            bad = _bad_rows(errors, todo, bb, on_error)
             keep = [i for i in idx if i not in errors]
             start = writer.consumed(split)
             emb_np = _encode(bb, batch, dev, prec, f"{split} rows {start}..{start + len(idx)}") \
@@ -441,43 +414,28 @@ def _embed_splits(writer, slices, data, bb, dev, prec, batch_size, workers, on_e
                 progress(split, writer.consumed(split), len(slices[split]))
             counter.tick()
     finally:
-        if isinstance(rows, _ImageRows):
-            rows.close()
+        rows.close()
 
 
-def _bad_rows(errors: dict, todo: list, modality: str, on_error: str) -> list[dict]:
+def _bad_rows(errors: dict, todo: list, encoder: Encoder, on_error: str) -> list[dict]:
     """Unreadable rows of a batch -> DatasetError naming file and row (``raise``) or skip records."""
     bad = []
     for i, err in errors.items():
         ex = todo[i]
-        msg = f"{ex.where or ex.input}: {ex.input if modality == 'image' else 'text'}: {err}"
+        msg = f"{ex.where or ex.input}: {encoder.describe(ex.input)}: {err}"
         if on_error == "raise":
             raise DatasetError(msg + " (use --on-error skip to leave such rows out)")
         bad.append({"id": ex.id, "where": ex.where, "error": err})
     return bad
 
 
-def _encode(bb: Backbone, batch, dev, prec: str, where: str) -> np.ndarray:
+def _encode(bb: Encoder, batch, dev, prec: str, where: str) -> np.ndarray:
     with autocast(dev, prec):
         emb = bb.encode(_to_device(batch, dev))
     emb_np = emb.float().cpu().numpy()
     if not np.isfinite(emb_np).all():
         raise FloatingPointError(f"non-finite embeddings in {where}; try --precision fp32")
     return emb_np
-
-
-def default_workers(modality: str, dev: torch.device) -> int:
-    """DataLoader worker processes when ``--workers`` is not given.
-
-    CUDA: up to 2, so decoding overlaps with the GPU's forward pass. CPU, images: 0, i.e. each batch is
-    decoded in this process by ``torch.get_num_threads()`` threads between forward passes. The forward
-    pass already keeps every core busy, so a worker process only time-slices with it and stalls its
-    threads (measured on the 2-core machine of docs/performance.md: 78-81 images/s with one worker,
-    81-85 with serial single-thread decoding). CPU, texts: 1 (tokenizing is light; measured 0.93 of the
-    pure forward)."""
-    if dev.type == "cuda":
-        return min(2, os.cpu_count() or 1)
-    return 0 if modality == "image" else 1
 
 
 def _shard_of(writer: CacheWriter):

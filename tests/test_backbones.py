@@ -9,12 +9,12 @@ import torch
 from PIL import Image
 
 from conftest import TINY_IMAGE_BACKBONE
-from mlhead.backbones import load_backbone
+from mlhead.encoders import create_encoder
 
 
 @pytest.mark.parametrize("arch,kw", [(TINY_IMAGE_BACKBONE, {}), ("mobilenetv2_100", {})])
 def test_uint8_pipeline_is_bit_identical_to_timm_transform(arch, kw):
-    bb = load_backbone(arch, random_init=True, **kw)
+    bb = create_encoder(arch, random_init=True, **kw)
     assert bb.uint8_transform is not None and bb.mean_std is not None
     rng = np.random.default_rng(0)
     sizes = [(182, 268), (268, 182), (50, 50), (301, 97)]  # W x H: portrait, landscape, tiny, odd
@@ -30,6 +30,6 @@ def test_uint8_pipeline_is_bit_identical_to_timm_transform(arch, kw):
 
 
 def test_prepare_passes_float_batches_through():
-    bb = load_backbone(TINY_IMAGE_BACKBONE, random_init=True)
+    bb = create_encoder(TINY_IMAGE_BACKBONE, random_init=True)
     x = torch.randn(2, 3, 8, 8)
     assert bb.prepare(x) is x

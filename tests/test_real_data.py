@@ -81,8 +81,8 @@ def test_staged_weights_classify_a_real_photo():
     m.eval()
     from PIL import Image
 
-    from mlhead.backbones import load_backbone
-    bb = load_backbone("mobilenetv2_100", weights=weights)
+    from mlhead.encoders import create_encoder
+    bb = create_encoder("mobilenetv2_100", weights=weights)
     x = bb.transform(Image.fromarray(skimage.chelsea()))[None]
     with torch.no_grad():
         top = m(x).argmax().item()
