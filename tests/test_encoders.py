@@ -192,10 +192,10 @@ def test_text_rows_and_image_rows_fail_clearly(tiny_text_model, tmp_path):
 def test_embed_runs_any_family(tmp_path, image_table, tiny_clip):
     """embed() only sees the Encoder interface: an open_clip folder embeds like a timm model."""
     from mlhead.cache import open_cache
-    from mlhead.embed import embed
+    from mlhead.embed import EmbedConfig, embed
 
-    res = embed("table", image_table, tmp_path / "cache", backbone=str(tiny_clip), precision="fp32",
-                batch_size=8, workers=0, dataset_options={"image_column": "image", "id_column": "id"})
+    res = embed(EmbedConfig("table", image_table, tmp_path / "cache", backbone=str(tiny_clip), precision="fp32",
+                            batch_size=8, workers=0, dataset_options={"image_column": "image", "id_column": "id"}))
     c = open_cache(res.path)
     X, _, ids = c.load("train")
     assert X.shape[1] == 16 and c.attrs["backbone"] == tiny_clip.name
