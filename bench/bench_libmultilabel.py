@@ -34,6 +34,7 @@ import argparse
 import contextlib
 import io
 import json
+import os
 import platform
 import subprocess
 import sys
@@ -254,7 +255,9 @@ def markdown_table(rows: list[Row]) -> str:
 def parse_args(argv):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--problems", default="bibtex,corel5k,synthetic")
-    ap.add_argument("--data-dir", type=Path, default=REPO.parent / "shared" / "data" / "mulan")
+    shared = Path(os.environ.get("MLHEAD_SHARED_DIR") or REPO.parent / "shared")
+    ap.add_argument("--data-dir", type=Path, default=shared / "data" / "mulan",
+                    help="MULAN folder (default: $MLHEAD_SHARED_DIR or ../shared, then data/mulan)")
     ap.add_argument("--methods", default="1vsrest,tree,mlhead")
     ap.add_argument("--liblinear-options", default="", help="LIBLINEAR options for both LibMultiLabel methods "
                     "(default '': LibMultiLabel's API default, which it turns into '-s 1', no bias)")
