@@ -53,6 +53,7 @@ from mlhead.cache import write_cache  # noqa: E402
 from mlhead.datasets import get_loader  # noqa: E402
 from mlhead.heads import MLPHead  # noqa: E402
 from mlhead.ranking import label_counts, ranking_metrics, topk_indices  # noqa: E402
+from mlhead.rules import DecisionRule  # noqa: E402
 from mlhead.train import FitConfig, RunSpec, fit  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -195,7 +196,7 @@ def run_mlhead(problem: Problem, hidden: int, epochs: int, lr: float, workdir: P
                         attrs={"dataset": problem.name, "backbone": "none"})
     del splits
     cfg = FitConfig(epochs=epochs, batch_size=256, hidden=hidden, select="val_loss", val_every=val_every,
-                    val_activation="sigmoid", val_threshold=0.5)
+                    val_rule=DecisionRule(activation="sigmoid", threshold=0.5))
     t0, c0 = time.perf_counter(), time.process_time()
     rec = fit(cache, [RunSpec("crossentropy", (), 0, lr)], cfg, write=False)[0]
     fit_s, fit_cpu = time.perf_counter() - t0, time.process_time() - c0
@@ -299,14 +300,20 @@ def main(argv=None) -> list[Row]:
                     rows.append(run_lml(problem, method, args.liblinear_options))
                 print(f"{problem.name} {rows[-1].method}: fit {rows[-1].fit_s:.1f} s "
                       f"(CPU {rows[-1].fit_cpu_s:.1f} s), P@1 {rows[-1].scores['p@1']:.2f}", file=sys.stderr)
+                write_json(args.out, argv, cpu, notes, rows)  # after every row: a long run keeps what it did
     print_table(rows, cpu)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
+    print(f"wrote {args.out}", file=sys.stderr)
+    return rows
+
+
+def write_json(out: Path, argv, cpu: dict, notes: list[str], rows: list[Row]) -> None:
+    out.parent.mkdir(parents=True, exist_ok=True)
     doc = {"command": "python bench/bench_libmultilabel.py " + " ".join(sys.argv[1:] if argv is None else argv),
            "cpu": cpu, "problems": notes, "rows": [asdict(r) for r in rows], "markdown": markdown_table(rows),
            "versions": _versions()}
-    args.out.write_text(json.dumps(doc, indent=2, default=float))
-    print(f"wrote {args.out}", file=sys.stderr)
-    return rows
+    tmp = out.with_suffix(".partial")
+    tmp.write_text(json.dumps(doc, indent=2, default=float))
+    tmp.replace(out)
 
 
 def _versions() -> dict:
