@@ -12,22 +12,17 @@ import numpy as np
 from ..errors import CacheError
 from .finalize import CHUNK_ROWS
 from .fingerprint import fingerprint_digest, short
+from .checksum import verify_checksums
 from .journal import EMB_DTYPE, LABEL_DTYPE, partial_dir
+from .labels import SHAPE_ATTR, labels_shape, layout_of, missing_label_parts, row_counts
 from .reader import decode_attr, split_order
 
 
-def _label_stats(chunks, C: int) -> dict:
-    n = pos = empty = 0
-    for lab in chunks:
-        lab = np.asarray(lab)
-        if lab.size == 0 and lab.shape[0] == 0:
-            continue
-        per_row = lab.astype(np.int64).sum(1) if C else np.zeros(lab.shape[0], np.int64)
-        n += lab.shape[0]
-        pos += int(per_row.sum())
-        empty += int((per_row == 0).sum())
+def _label_stats(per_row: np.ndarray, C: int) -> dict:
+    """Label cardinality, density and rows without labels from the positives per row."""
+    n, pos = len(per_row), int(per_row.sum())
     return {"label_cardinality": pos / n if n else 0.0, "label_density": pos / (n * C) if n and C else 0.0,
-            "rows_without_labels": empty}
+            "rows_without_labels": int((per_row == 0).sum())}
 
 
 def _chunked(ds, n: int):
@@ -48,8 +43,9 @@ def _partial_info(partial: Path) -> dict | None:
     for split in split_order(prog.get("planned") or prog.get("rows", {})):
         n = int(prog.get("rows", {}).get(split, 0))
         lab = partial / f"{split}.lab"
-        stats = _label_stats((np.memmap(lab, dtype=LABEL_DTYPE, mode="r", shape=(n, C)),)
-                             if n and C and lab.is_file() and lab.stat().st_size >= n * C else (), C)
+        ok = n and C and lab.is_file() and lab.stat().st_size >= n * C
+        per_row = np.memmap(lab, dtype=LABEL_DTYPE, mode="r", shape=(n, C)).sum(1, dtype=np.int64) if ok else []
+        stats = _label_stats(np.asarray(per_row, dtype=np.int64), C)
         splits[split] = {"rows": n, "dim": D, "n_classes": C, "planned": (prog.get("planned") or {}).get(split),
                          "consumed": int(prog.get("consumed", {}).get(split, n)), **stats}
     return {"path": str(partial), "readable": True, "format": prog.get("format"), "splits": splits,
@@ -64,15 +60,16 @@ def _resolve_cache_arg(path) -> Path:
 
 
 def _split_shapes(f: h5py.File) -> dict:
-    """split -> rows, dim, n_classes and label statistics, from an open cache file."""
+    """split -> rows, dim, n_classes, labels_layout and label statistics, from an open cache file."""
     splits = {}
     for s in split_order(k for k in f.keys() if isinstance(f[k], h5py.Group)):
-        emb, lab = f[s].get("embeddings"), f[s].get("labels")
+        g = f[s]
+        emb, layout = g.get("embeddings"), layout_of(g)
         n = emb.shape[0] if emb is not None else 0
         d = emb.shape[1] if emb is not None and emb.ndim == 2 else None
-        c = lab.shape[1] if lab is not None and lab.ndim == 2 else None
-        stats = _label_stats(_chunked(lab, lab.shape[0]), c or 0) if lab is not None and c else {}
-        splits[s] = {"rows": int(n), "dim": d, "n_classes": c, **stats}
+        c = labels_shape(g)[1] if layout and (layout == "csr" or g["labels"].ndim == 2) else None
+        stats = _label_stats(row_counts(g), c) if c else {}
+        splits[s] = {"rows": int(n), "dim": d, "n_classes": c, "labels_layout": layout, **stats}
     return splits
 
 
@@ -168,41 +165,61 @@ def _verify_attrs(attrs: dict) -> tuple[list[str], list | None]:
     return problems, classes
 
 
-def _verify_layout(s: str, emb, lab, ids_ds) -> list[str]:
-    """Shapes, dtypes and row counts of one split's three datasets."""
-    problems = []
-    for name, ds, want, what in (("embeddings", emb, 2, "N x D"), ("labels", lab, 2, "N x C"), ("ids", ids_ds, 1, "N")):
-        if ds.ndim != want:
-            problems.append(f"{s}/{name}: shape {ds.shape}, expected {what}")
+def _verify_layout(s: str, emb, g: h5py.Group, ids_ds) -> list[str]:
+    """Shapes, dtypes and row counts of one split's embeddings, labels (either layout) and ids."""
+    problems = [f"{s}/{name}: shape {ds.shape}, expected {what}" for name, ds, want, what in
+                (("embeddings", emb, 2, "N x D"), ("ids", ids_ds, 1, "N")) if ds.ndim != want]
     if emb.dtype != EMB_DTYPE:
         problems.append(f"{s}/embeddings: dtype {emb.dtype}, expected float16")
-    if lab.dtype != LABEL_DTYPE:
-        problems.append(f"{s}/labels: dtype {lab.dtype}, expected uint8")
+    label_problems = _verify_label_layout(s, g)
+    problems += label_problems
     kind = ids_ds.dtype.kind
     if kind not in "OSU" or (kind == "O" and h5py.check_string_dtype(ids_ds.dtype) is None):
         problems.append(f"{s}/ids: dtype {ids_ds.dtype}, expected strings")
-    rows = {"embeddings": emb.shape[0] if emb.ndim else 0, "labels": lab.shape[0] if lab.ndim else 0,
+    rows = {"embeddings": emb.shape[0] if emb.ndim else 0, "labels": None if label_problems else labels_shape(g)[0],
             "ids": ids_ds.shape[0] if ids_ds.ndim else 0}
+    rows = {k: v for k, v in rows.items() if v is not None}
     if len(set(rows.values())) != 1:
         problems.append(f"{s}: row counts differ ({', '.join(f'{k} {v}' for k, v in rows.items())})")
     return problems
 
 
-def _verify_values(s: str, emb, lab, classes) -> list[str]:
-    """Finite embeddings; 0/1 labels, one column per class."""
+def _verify_label_layout(s: str, g: h5py.Group) -> list[str]:
+    """Dense: labels N x C uint8. CSR: int64 indptr of N + 1, int32 indices, labels_shape [N, C]."""
+    if layout_of(g) == "dense":
+        lab = g["labels"]
+        problems = [] if lab.ndim == 2 else [f"{s}/labels: shape {lab.shape}, expected N x C"]
+        return problems + ([f"{s}/labels: dtype {lab.dtype}, expected uint8"] if lab.dtype != LABEL_DTYPE else [])
+    ptr, ind, shape = g["labels_indptr"], g["labels_indices"], np.asarray(g.attrs[SHAPE_ATTR]).ravel()
+    problems = [f"{s}/labels_{k}: dtype {d.dtype}, expected {want}" for k, d, want in
+                (("indptr", ptr, np.int64), ("indices", ind, np.int32)) if d.dtype != want or d.ndim != 1]
+    if len(shape) != 2:
+        return problems + [f"{s}: attr {SHAPE_ATTR} {shape.tolist()}, expected [N, C]"]
+    if ptr.ndim == 1 and ptr.shape[0] != int(shape[0]) + 1:
+        problems.append(f"{s}/labels_indptr: {ptr.shape[0]} entries for {int(shape[0])} rows (expected N + 1)")
+    return problems
+
+
+def _verify_values(s: str, emb, g: h5py.Group, classes) -> list[str]:
+    """Finite embeddings; 0/1 labels (dense) or a valid CSR structure; one column per class."""
     problems = []
     if emb.ndim == 2:
         bad = sum(int((~np.isfinite(np.asarray(c, dtype=np.float32))).any(axis=1).sum())
                   for c in _chunked(emb, emb.shape[0]))
         if bad:
             problems.append(f"{s}/embeddings: {bad} rows with NaN or inf")
-    if lab.ndim == 2:
-        if classes is not None and lab.shape[1] != len(classes):
-            problems.append(f"{s}/labels: {lab.shape[1]} columns but {len(classes)} classes")
+    C = labels_shape(g)[1]
+    if classes is not None and C != len(classes):
+        problems.append(f"{s}/labels: {C} columns but {len(classes)} classes")
+    if layout_of(g) == "dense":
+        lab = g["labels"]
         bad = sum(int((np.asarray(c) > 1).sum() + (np.asarray(c) < 0).sum()) for c in _chunked(lab, lab.shape[0]))
-        if bad:
-            problems.append(f"{s}/labels: {bad} values not in {{0, 1}}")
-    return problems
+        return problems + ([f"{s}/labels: {bad} values not in {{0, 1}}"] if bad else [])
+    ptr, ind = g["labels_indptr"][...].astype(np.int64), g["labels_indices"]
+    if len(ptr) and (ptr[0] != 0 or ptr[-1] != ind.shape[0] or (np.diff(ptr) < 0).any()):
+        problems.append(f"{s}/labels_indptr: not a CSR row pointer (must rise from 0 to {ind.shape[0]})")
+    out = sum(int(((c < 0) | (c >= C)).sum()) for c in _chunked(ind, ind.shape[0]))
+    return problems + ([f"{s}/labels_indices: {out} class indices outside 0..{C - 1}"] if out else [])
 
 
 def _verify_ids(s: str, ids_ds, seen: dict[str, str], cross: list[str]) -> list[str]:
@@ -239,14 +256,16 @@ def _verify_splits(f: h5py.File, classes) -> list[str]:
     cross: list[str] = []
     for s in split_order(groups):
         g = f[s]
-        missing = [k for k in ("embeddings", "labels", "ids") if not isinstance(g.get(k), h5py.Dataset)]
+        missing = [k for k in ("embeddings", "ids") if not isinstance(g.get(k), h5py.Dataset)]
+        missing += missing_label_parts(g)
         if missing:
             problems.append(f"{s}: missing {', '.join(missing)}")
             continue
-        emb, lab, ids_ds = g["embeddings"], g["labels"], g["ids"]
+        emb, ids_ds = g["embeddings"], g["ids"]
         if emb.ndim == 2:
             dims[s] = emb.shape[1]
-        problems += _verify_layout(s, emb, lab, ids_ds) + _verify_values(s, emb, lab, classes)
+        layout = _verify_layout(s, emb, g, ids_ds)
+        problems += layout + ([] if layout else _verify_values(s, emb, g, classes))
         problems += _verify_ids(s, ids_ds, seen, cross)
     if len(set(dims.values())) > 1:
         problems.append(f"embedding widths differ across splits ({dims})")
@@ -255,22 +274,37 @@ def _verify_splits(f: h5py.File, classes) -> list[str]:
     return problems
 
 
+#: what :func:`verify_cache` says about the contents of a cache written before checksums existed
+NO_CHECKSUMS = "no checksums stored (written before mlhead stored them): contents not compared"
+
+
+def verify_report(path) -> tuple[list[str], list[str]]:
+    """(problems, notes) of :func:`verify_cache`; notes say what could not be checked (e.g.
+    :data:`NO_CHECKSUMS`) or how many checksums matched."""
+    p = _resolve_cache_arg(path)
+    if not p.is_file():
+        hint = " (an interrupted embed exists: rerun it to finish)" if partial_dir(p).exists() else ""
+        return [f"{p}: no cache file{hint}"], []
+    try:
+        f = h5py.File(p, "r")
+    except OSError as e:
+        return [f"{p}: not a readable HDF5 file ({e})"], []
+    with f:
+        problems, classes = _verify_attrs({k: decode_attr(v) for k, v in f.attrs.items()})
+        checked, changed = verify_checksums(f)
+        notes = [] if changed else [f"{len(checked)} dataset checksums match" if checked else NO_CHECKSUMS]
+        return problems + _verify_splits(f, classes) + changed, notes
+
+
 def verify_cache(path) -> list[str]:
     """Recompute a cache's invariants; return every problem found (empty list: ok).
 
     Checks: readable HDF5 marked complete; classes a list of unique names; each split has embeddings
-    (N x D float16), labels (N x C uint8) and ids (N strings) with equal N, the same D in every split
+    (N x D float16), labels (N x C uint8, or CSR: int64 indptr of N + 1 rising from 0 to nnz, int32
+    indices in 0..C-1, attr labels_shape) and ids (N strings) with equal N, the same D in every split
     and C == len(classes); no NaN/inf embeddings; labels only 0/1; ids non-empty and unique within and
-    across splits; the fingerprint digest matches its fields; skipped lists readable.
+    across splits; the fingerprint digest matches its fields; skipped lists readable; every stored
+    dataset checksum matches the contents (a mismatch names the split and dataset that changed; a
+    cache without checksums is noted by :func:`verify_report`, not a problem).
     """
-    p = _resolve_cache_arg(path)
-    if not p.is_file():
-        hint = " (an interrupted embed exists: rerun it to finish)" if partial_dir(p).exists() else ""
-        return [f"{p}: no cache file{hint}"]
-    try:
-        f = h5py.File(p, "r")
-    except OSError as e:
-        return [f"{p}: not a readable HDF5 file ({e})"]
-    with f:
-        problems, classes = _verify_attrs({k: decode_attr(v) for k, v in f.attrs.items()})
-        return problems + _verify_splits(f, classes)
+    return verify_report(path)[0]

@@ -30,6 +30,7 @@ from ..errors import CacheError
 from .finalize import CHUNK_ROWS
 from .fingerprint import describe_changes, diff_fingerprints, fingerprint_digest
 from .journal import partial_dir
+from .labels import read_dense
 from .lock import CacheLock
 from .reader import check_reusable, read_attrs, split_order
 from .writer import CacheWriter
@@ -255,8 +256,7 @@ def _copy_split(writer: CacheWriter, split: str, shards: list[ShardInfo], total:
             for start in range(max(0, skip - done), n, CHUNK_ROWS):
                 stop = min(start + CHUNK_ROWS, n)
                 ids = [x.decode() if isinstance(x, bytes) else str(x) for x in g["ids"][start:stop]]
-                writer.append(split, np.asarray(g["embeddings"][start:stop]), np.asarray(g["labels"][start:stop]),
-                              ids)
+                writer.append(split, np.asarray(g["embeddings"][start:stop]), read_dense(g, start, stop), ids)
                 if progress:
                     progress(split, done + stop, total)
         done += n

@@ -20,18 +20,22 @@ class CacheWriter(Journal):
     path while writing. Resume rules, ``force``, ``resume`` and ``sync_interval``: see the journal.
     """
 
-    def finish(self) -> Path:
-        """Write the final HDF5 file atomically and remove the partial directory. Returns the path."""
-        return finalize(self)
+    def finish(self, labels_layout: str = "auto") -> Path:
+        """Write the final HDF5 file atomically and remove the partial directory. Returns the path.
+
+        ``labels_layout``: "auto" (CSR above :data:`~mlhead.cache.labels.CSR_MIN_CLASSES` classes),
+        "dense" or "csr"."""
+        return finalize(self, labels_layout)
 
 
 def write_cache(path, splits: dict, classes: Sequence[str], attrs: dict | None = None,
-                fingerprint: dict | None = None) -> Path:
+                fingerprint: dict | None = None, labels_layout: str = "auto") -> Path:
     """Write a complete cache from in-memory arrays (used by ``mulan`` and by tests).
 
     ``splits``: split name -> ``(embeddings N x D float, labels N x C in {0,1}, ids: N strings)``;
     ``classes``: C names; ``attrs``: extra root attrs; ``fingerprint``: its fields (default: the attrs
-    and ``source: write_cache``). Atomic and locked like the streaming writer; returns the path.
+    and ``source: write_cache``); ``labels_layout``: "auto" (CSR above
+    :data:`~mlhead.cache.labels.CSR_MIN_CLASSES` classes), "dense" or "csr". Atomic and locked like the streaming writer; returns the path.
     Raises ValueError when shapes disagree (e.g. embedding widths differ across splits),
     :class:`~mlhead.errors.CacheError` when another writer holds the lock.
     """
@@ -46,4 +50,4 @@ def write_cache(path, splits: dict, classes: Sequence[str], attrs: dict | None =
                         attrs=attrs, fingerprint=fp, force=True, resume=False)
         for split, (emb, lab, ids) in splits.items():
             w.append(split, emb, lab, list(ids))
-        return w.finish()
+        return w.finish(labels_layout)

@@ -1,0 +1,138 @@
+"""Cache storage: CSR labels for many classes, per-dataset checksums, hand-made HDF5 errors."""
+
+from __future__ import annotations
+
+import h5py
+import numpy as np
+import pytest
+
+from mlhead.cache import CacheError, cache_info, merge_shards, open_cache, verify_cache, write_cache
+from mlhead.cache.info import NO_CHECKSUMS, verify_report
+from mlhead.cache.labels import CSR_MIN_CLASSES, choose_layout
+
+
+def _splits(rng, C, D=6, density=0.05, sizes=(("train", 40), ("val", 9), ("test", 0))):
+    return {s: (rng.normal(size=(n, D)).astype(np.float32), (rng.random((n, C)) < density).astype(np.uint8),
+                [f"{s}-{i}" for i in range(n)]) for s, n in sizes}
+
+
+def test_layout_rule_is_class_count():
+    assert choose_layout(CSR_MIN_CLASSES) == "dense" and choose_layout(CSR_MIN_CLASSES + 1) == "csr"
+    assert choose_layout(5, "csr") == "csr"
+    with pytest.raises(ValueError, match="valid: auto, dense, csr"):
+        choose_layout(5, "coo")
+
+
+def test_dense_and_csr_read_back_identical(tmp_path):
+    splits = _splits(np.random.default_rng(0), C=37)
+    splits["train"][1][3] = 0  # a row without labels
+    classes = [f"c{i}" for i in range(37)]
+    dense = open_cache(write_cache(tmp_path / "d.h5", splits, classes, labels_layout="dense"))
+    csr = open_cache(write_cache(tmp_path / "s.h5", splits, classes, labels_layout="csr"))
+    assert dense.labels_layout("train") == "dense" and csr.labels_layout("train") == "csr"
+    with h5py.File(csr.path) as f:  # plain datasets any HDF5 tool reads
+        assert "labels" not in f["train"] and f["train/labels_indptr"].dtype == np.int64
+        assert f["train/labels_indices"].dtype == np.int32 and list(f["train"].attrs["labels_shape"]) == [40, 37]
+    for s, (_, Y, ids) in splits.items():
+        for c in (dense, csr):
+            E, L, I = c.load(s)
+            np.testing.assert_array_equal(L.numpy(), Y)
+            assert L.dtype.itemsize == 1 and I == ids
+            S = c.load_sparse(s)
+            assert S.shape == Y.shape and S.dtype == np.uint8
+            np.testing.assert_array_equal(S.toarray(), Y)
+    a, b = cache_info(dense.path)["splits"], cache_info(csr.path)["splits"]
+    assert {s: {**v, "labels_layout": None} for s, v in a.items()} == {s: {**v, "labels_layout": None} for s, v in b.items()}
+    assert a["train"]["labels_layout"] == "dense" and b["train"]["labels_layout"] == "csr"
+    assert verify_cache(dense.path) == [] and verify_cache(csr.path) == []
+
+
+def test_many_classes_stored_csr_and_much_smaller(tmp_path):
+    rng = np.random.default_rng(1)
+    C, n = 20_000, 300
+    Y = np.zeros((n, C), np.uint8)
+    for i in range(n):
+        Y[i, rng.choice(C, size=rng.integers(0, 6), replace=False)] = 1
+    splits = {"train": (rng.normal(size=(n, 4)), Y, [f"r{i}" for i in range(n)])}
+    classes = [f"label{i}" for i in range(C)]
+    auto = write_cache(tmp_path / "auto.h5", splits, classes)
+    dense = write_cache(tmp_path / "dense.h5", splits, classes, labels_layout="dense")
+    assert open_cache(auto).labels_layout("train") == "csr"
+    assert auto.stat().st_size * 5 < dense.stat().st_size  # labels 6 MB dense vs ~6 KB CSR (classes attr is shared)
+    np.testing.assert_array_equal(open_cache(auto).load_sparse("train").toarray(), Y)
+    assert cache_info(auto)["splits"]["train"]["label_cardinality"] == pytest.approx(Y.sum() / n)
+
+
+def test_merge_shards_keeps_csr(tmp_path):
+    rng = np.random.default_rng(2)
+    C = CSR_MIN_CLASSES + 5
+    whole = _splits(rng, C, sizes=(("train", 10), ("val", 4)))
+    classes = [f"c{i}" for i in range(C)]
+    paths = []
+    for i in range(2):
+        part = {s: tuple(a[i * len(v[2]) // 2:(i + 1) * len(v[2]) // 2] for a in v) for s, v in whole.items()}
+        fp = {"dataset": "x", "shard": [i, 2]}
+        paths.append(write_cache(tmp_path / f"c.shard-{i}-of-2.h5", part, classes, attrs={"shard": [i, 2]}, fingerprint=fp))
+    out = open_cache(merge_shards(paths))
+    assert out.labels_layout("train") == "csr"
+    for s, (_, Y, ids) in whole.items():
+        _, L, I = out.load(s)
+        np.testing.assert_array_equal(L.numpy(), Y)
+        assert I == ids
+
+
+@pytest.mark.parametrize("dataset,index", [("embeddings", (2, 1)), ("labels", (0, 3)), ("labels_indices", (1,)),
+                                           ("labels_indptr", (2,)), ("ids", (1,))])
+def test_byte_flip_is_named(tmp_path, dataset, index):
+    layout = "csr" if dataset.startswith("labels_") else "dense"
+    splits = _splits(np.random.default_rng(3), C=12, density=0.3)
+    path = write_cache(tmp_path / "c.h5", splits, [f"c{i}" for i in range(12)], labels_layout=layout)
+    open_cache(path).load("val")
+    with h5py.File(path, "r+") as f:
+        ds = f["val"][dataset]
+        if dataset == "ids":
+            ds[index] = "val-other"
+        elif dataset == "labels":
+            ds[index] = 1 - ds[index]
+        elif dataset == "labels_indptr":
+            ds[index] = ds[index] + 0  # same value: must still verify
+            ds[index] = ds[index] + 1
+        else:
+            ds[index] = ds[index] + (1 if ds.dtype.kind == "i" else 0.5)
+    msg = f"split 'val' dataset '{dataset}' changed after the cache was written"
+    with pytest.raises(CacheError, match=msg):
+        open_cache(path).load("val")
+    open_cache(path).load("train")  # other splits unaffected
+    assert any(msg in p for p in verify_cache(path))
+    open_cache(path).load("val", verify=False)  # the opt-out reads it anyway
+
+
+def test_old_cache_without_checksums_opens(tmp_path):
+    splits = _splits(np.random.default_rng(4), C=5)
+    path = write_cache(tmp_path / "c.h5", splits, list("abcde"))
+    with h5py.File(path, "r+") as f:  # as written before checksums existed
+        for s in f:
+            for ds in f[s].values():
+                del ds.attrs["checksum"]
+    np.testing.assert_array_equal(open_cache(path).load("train")[1].numpy(), splits["train"][1])
+    assert verify_report(path) == ([], [NO_CHECKSUMS])
+    assert verify_report(write_cache(tmp_path / "new.h5", splits, list("abcde")))[1] == ["9 dataset checksums match"]
+
+
+def test_hand_made_hdf5_names_what_is_missing(tmp_path):
+    path = tmp_path / "mine.h5"
+    with h5py.File(path, "w") as f:
+        f["train/embeddings"] = np.zeros((3, 4), np.float32)
+        f["train/labels"] = np.zeros((3, 2), np.uint8)
+    with pytest.raises(CacheError) as e:
+        open_cache(path)
+    msg = str(e.value)
+    assert "not an mlhead cache: missing root attr 'classes', root attr 'complete', /train/ids" in msg
+    assert "interrupted" not in msg and "mlhead cache import" in msg
+    with h5py.File(path, "r+") as f:
+        f.attrs["classes"] = '["a", "b"]'
+        f.attrs["complete"] = True
+        del f["train/labels"]
+        f["train/labels_indptr"] = np.zeros(4, np.int64)
+    with pytest.raises(CacheError, match="missing /train/ids, /train/labels_indices, /train/attr labels_shape"):
+        open_cache(path)
