@@ -12,7 +12,7 @@ import numpy as np
 from ..errors import CacheError
 from .finalize import CHUNK_ROWS
 from .fingerprint import fingerprint_digest, short
-from .checksum import verify_checksums
+from .checksum import stored_checksums, verify_checksums
 from .journal import EMB_DTYPE, LABEL_DTYPE, partial_dir
 from .labels import SHAPE_ATTR, labels_shape, layout_of, missing_label_parts, row_counts
 from .reader import decode_attr, split_order
@@ -83,6 +83,7 @@ def _file_info(p: Path) -> dict:
         with h5py.File(p, "r") as f:
             attrs = {k: decode_attr(v) for k, v in f.attrs.items()}
             splits = _split_shapes(f)
+            checksums = len(stored_checksums(f))
     except OSError as e:
         raise CacheError(f"{p}: not a readable HDF5 cache ({e})") from None
     classes = _as_list(attrs.get("classes", []))
@@ -95,7 +96,7 @@ def _file_info(p: Path) -> dict:
         dim=next((v["dim"] for v in splits.values() if v["dim"]), None),
         backbone=attrs.get("backbone"), dataset=attrs.get("dataset"), precision=attrs.get("precision"),
         fingerprint=attrs.get("fingerprint", ""), fingerprint_fields=fields if isinstance(fields, dict) else {},
-        versions=attrs.get("versions", {}), skipped=len(skipped), skipped_at_load=len(at_load),
+        versions=attrs.get("versions", {}), skipped=len(skipped), skipped_at_load=len(at_load), checksums=checksums,
         skipped_rows=[{"when": "load", **r} for r in at_load] + [{"when": "embed", **r} for r in skipped],
         attrs={k: v for k, v in attrs.items() if k not in ("fingerprint_json", "skipped", "skipped_at_load")})
 
@@ -113,13 +114,15 @@ def _partial_only_info(partial: dict) -> dict:
         backbone=fields.get("backbone"), dataset=fields.get("dataset"), precision=fields.get("precision"),
         fingerprint=partial.get("fingerprint", ""), fingerprint_fields=fields,
         versions=fields.get("versions", {}), skipped=partial.get("skipped", 0), skipped_at_load=len(at_load),
+        checksums=0,
         skipped_rows=[{"when": "load", **r} for r in at_load], attrs=partial.get("attrs", {}))
 
 
 def cache_info(path) -> dict:
     """Describe a cache: a complete file, an incomplete one, or only the ``.partial`` of an interrupted
     embed (``state`` says which). Keys: path, state, complete, splits (split -> rows, dim, n_classes,
-    label_cardinality, label_density, rows_without_labels), classes, n_classes, dim, backbone, dataset,
+    labels_layout ("dense"/"csr"; absent for a partial), label_cardinality, label_density,
+    rows_without_labels), checksums (how many datasets carry one; 0: written before checksums), classes, n_classes, dim, backbone, dataset,
     fingerprint, fingerprint_fields, versions, skipped (embed-time), skipped_at_load, skipped_total,
     skipped_rows (``{when: load|embed, id, where, error, [split]}``),
     partial (progress of an interrupted (re)build, or None), attrs. CacheError when nothing is there.
