@@ -490,19 +490,20 @@ def cache_info_cmd(path, as_json):
             ("classes", f"{len(classes)}: {_fmt(', '.join(map(str, classes)), 100)}"),
             ("skipped rows", f"{info['skipped_total']} ({info['skipped_at_load']} when loading, "
                              f"{info['skipped']} while embedding)"),
-            ("fingerprint", info.get("fingerprint") or "-")]
+            ("fingerprint", info.get("fingerprint") or "-"),
+            ("checksums", f"{info['checksums']} datasets" if info.get("checksums") else "none stored")]
     for k, v in rows:
         t.add_row(k, v)
     console.print(t)
     partial = info.get("partial") or {}
     show_partial = not info["complete"] and partial.get("readable")
     st = Table(title="splits" + (" (rows durable so far in the partial)" if show_partial else ""))
-    cols = ["split", "rows", "dim", "classes", "label cardinality", "label density", "rows without labels"]
+    cols = ["split", "rows", "dim", "classes", "labels", "label cardinality", "label density", "rows without labels"]
     cols += ["planned", "consumed"] if show_partial else []
     for c in cols:
         st.add_column(c, justify="left" if c == "split" else "right")
     for name, v in info["splits"].items():
-        cells = [name, str(v.get("rows")), str(v.get("dim")), str(v.get("n_classes")),
+        cells = [name, str(v.get("rows")), str(v.get("dim")), str(v.get("n_classes")), str(v.get("labels_layout") or "-"),
                  f"{v.get('label_cardinality', 0.0):.3f}", f"{v.get('label_density', 0.0):.3f}",
                  str(v.get("rows_without_labels", "-"))]
         cells += [str(v.get("planned")), str(v.get("consumed"))] if show_partial else []
@@ -556,15 +557,52 @@ def cache_merge_cmd(shards, output, force, remove_shards):
                   f"({', '.join(f'{s} {c.shapes[s][0]}' for s in c.splits)} rows)")
 
 
+@cache_group.command("import")
+@click.argument("embeddings", type=click.Path(path_type=Path))
+@click.argument("labels", type=click.Path(path_type=Path))
+@click.option("--output", "-o", type=click.Path(path_type=Path), default=None,
+              help="cache file to write [default: <cache-dir>/<dataset>/imported.h5]")
+@click.option("--cache-dir", type=click.Path(path_type=Path), default=Path("cache"), show_default=True,
+              help="root of the default output (where fit looks for the newest cache)")
+@click.option("--dataset", default=None, help="dataset name recorded in the cache [default: the labels file's stem]")
+@click.option("--id-column", default="id", show_default=True, help="id column (labels table; Parquet embeddings)")
+@click.option("--labels-column", default="labels", show_default=True,
+              help="labels column: names separated by --label-sep, or a JSON list; empty = no label")
+@click.option("--label-sep", default="|", show_default=True, help="separator between label names")
+@click.option("--split-column", default="split", show_default=True,
+              help="split column (train/val/test), in the labels table or the Parquet embeddings")
+@click.option("--embedding-column", default=None,
+              help="Parquet list column holding the embedding [default: the only list column, else emb_0, emb_1, ...]")
+@click.option("--labels-layout", type=click.Choice(["auto", "dense", "csr"]), default="auto", show_default=True,
+              help="label storage: auto = CSR above 1,000 classes")
+@click.option("--force", is_flag=True, help="replace an existing output file")
+@friendly
+def cache_import_cmd(embeddings, labels, output, cache_dir, dataset, id_column, labels_column, label_sep,
+                     split_column, embedding_column, labels_layout, force):
+    """Build a cache from embeddings you already have (.npy, .npz, Parquet) and a labels table
+    (CSV/TSV/JSONL/Parquet: id, labels[, split]); then `mlhead fit` trains on it as on an embedded cache."""
+    from .cache import cache_info, import_cache
+
+    dataset = dataset or labels.stem
+    path = import_cache(output or cache_dir / dataset / "imported.h5", embeddings, labels, id_column=id_column,
+                        labels_column=labels_column, split_column=split_column, label_sep=label_sep,
+                        embedding_column=embedding_column, dataset=dataset, force=force, labels_layout=labels_layout)
+    info = cache_info(path)
+    rows = ", ".join(f"{s} {v['rows']}" for s, v in info["splits"].items())
+    layout = next(iter(info["splits"].values()))["labels_layout"]
+    console.print(f"imported [bold]{path}[/] ({rows} rows; dim {info['dim']}; {info['n_classes']} classes; "
+                  f"labels {layout})", highlight=False)
+
+
 @cache_group.command("verify")
 @click.argument("path", type=click.Path(path_type=Path))
 @friendly
 def cache_verify_cmd(path):
     """Recompute a cache's invariants (shapes, dtypes, finite embeddings, 0/1 labels, unique ids, class
     count, complete flag, fingerprint); exit 0 with "ok", or exit 2 listing every problem."""
-    from .cache import cache_info, verify_cache
+    from .cache import cache_info, verify_report
 
-    problems = verify_cache(path)
+    problems, notes = verify_report(path)
     if problems:
         for p in problems:
             err_console.print(f"[bold red]problem:[/] {p}", highlight=False, soft_wrap=True)
@@ -573,7 +611,7 @@ def cache_verify_cmd(path):
     info = cache_info(path)
     n = sum(v["rows"] for v in info["splits"].values())
     console.print(f"ok: {info['path']} ({n} rows in {len(info['splits'])} splits, {info['n_classes']} classes, "
-                  f"dim {info['dim']})", highlight=False)
+                  f"dim {info['dim']}; {'; '.join(notes)})", highlight=False)
 
 
 # ------------------------------------------------------------------------------------- reproduce

@@ -186,3 +186,34 @@ def test_split_disagreement_is_named(tmp_path):
     labels.write_text("\n".join(lines) + "\n")
     with pytest.raises(DatasetError, match=rf"labels.csv:{row + 1}: id 'test/3' is in split 'val' but in .*e.npz\[test\]"):
         import_cache(tmp_path / "c.h5", npz, labels)
+
+
+def _cli(args, code=0):
+    from click.testing import CliRunner
+
+    from mlhead.cli import main
+
+    res = CliRunner().invoke(main, [str(a) for a in args])
+    assert res.exit_code == code, res.output
+    return res.output
+
+
+def test_cli_import_then_fit_eval_report_info_verify(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    data = _data(5)
+    npz = _npz(tmp_path, data)
+    labels = _labels_csv(tmp_path / "mine.csv", data, split=False)
+    out = _cli(["cache", "import", npz, labels])
+    path = tmp_path / "cache" / "mine" / "imported.h5"
+    assert f"imported {path.relative_to(tmp_path)}" in out.replace("\n", "") or str(path) in out
+    assert "train 12, val 5, test 4 rows; dim 6; 3 classes; labels dense" in out
+    _cli(["fit", "--loss", "crossentropy", "--epochs", 2, "--batch-size", 4, "--hidden", 8, "--runs-dir", "runs"])
+    run_dir = next((tmp_path / "runs").iterdir())
+    assert json.loads((run_dir / "config.json").read_text())["backbone"] == "imported"
+    _cli(["eval", "--runs-dir", "runs", "--threshold", "0.05"])
+    assert (run_dir / "metrics.json").is_file()
+    assert "crossentropy" in _cli(["report", "runs"])
+    info = _cli(["cache", "info", path])
+    assert "imported" in info and "9 datasets" in info and "dense" in info
+    assert "9 dataset checksums match" in _cli(["cache", "verify", path]).replace("\n", "")
+    assert "exists; pass --force" in _cli(["cache", "import", npz, labels], code=2)

@@ -136,3 +136,22 @@ def test_hand_made_hdf5_names_what_is_missing(tmp_path):
         f["train/labels_indptr"] = np.zeros(4, np.int64)
     with pytest.raises(CacheError, match="missing /train/ids, /train/labels_indices, /train/attr labels_shape"):
         open_cache(path)
+
+
+def test_cli_names_changed_dataset_and_missing_parts(tmp_path):
+    from click.testing import CliRunner
+
+    from mlhead.cli import main
+
+    splits = _splits(np.random.default_rng(5), C=4, density=0.5)
+    path = write_cache(tmp_path / "c.h5", splits, list("abcd"))
+    with h5py.File(path, "r+") as f:
+        f["train/embeddings"][0, 0] += 1
+    for args in (["cache", "verify", path], ["fit", "--cache", path, "--epochs", 1, "--runs-dir", tmp_path / "runs"]):
+        res = CliRunner().invoke(main, [str(a) for a in args])
+        assert res.exit_code == 2 and "split 'train' dataset 'embeddings' changed" in res.output, res.output
+    hand = tmp_path / "hand.h5"
+    with h5py.File(hand, "w") as f:
+        f["train/embeddings"] = np.zeros((2, 3), np.float32)
+    res = CliRunner().invoke(main, ["fit", "--cache", str(hand), "--epochs", "1", "--runs-dir", str(tmp_path / "runs")])
+    assert res.exit_code == 2 and "missing root attr 'classes'" in res.output and "Traceback" not in res.output
