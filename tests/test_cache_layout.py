@@ -73,6 +73,12 @@ def test_merge_shards_keeps_csr(tmp_path):
         part = {s: tuple(a[i * len(v[2]) // 2:(i + 1) * len(v[2]) // 2] for a in v) for s, v in whole.items()}
         fp = {"dataset": "x", "shard": [i, 2]}
         paths.append(write_cache(tmp_path / f"c.shard-{i}-of-2.h5", part, classes, attrs={"shard": [i, 2]}, fingerprint=fp))
+    with h5py.File(paths[1], "r+") as f:  # a shard changed after it was written is refused
+        f["val/labels_indices"][0] = (f["val/labels_indices"][0] + 1) % C
+    with pytest.raises(CacheError, match=r"shard-1-of-2.h5: split 'val' dataset 'labels_indices' changed"):
+        merge_shards(paths)
+    with h5py.File(paths[1], "r+") as f:
+        f["val/labels_indices"][0] = (f["val/labels_indices"][0] - 1) % C
     out = open_cache(merge_shards(paths))
     assert out.labels_layout("train") == "csr"
     for s, (_, Y, ids) in whole.items():

@@ -27,6 +27,7 @@ import h5py
 import numpy as np
 
 from ..errors import CacheError
+from .checksum import verify_checksums
 from .finalize import CHUNK_ROWS
 from .fingerprint import describe_changes, diff_fingerprints, fingerprint_digest
 from .journal import partial_dir
@@ -156,11 +157,21 @@ def _check_same_inputs(shards: list[ShardInfo], problems: list[str]) -> None:
                             f"splits {sorted(s.rows)} vs {sorted(ref.rows)})")
 
 
+def _check_contents(shards: list[ShardInfo], problems: list[str]) -> None:
+    """Every stored checksum of every shard recomputed: a shard modified after it was written would
+    otherwise be merged into a file whose fresh checksums bless the damage. Costs one extra read of
+    each shard (about 1 s per 64 MB here; see bench/bench_cache_verify.py), usually from the page cache."""
+    for s in shards:
+        with h5py.File(s.path, "r") as f:
+            problems += verify_checksums(f)[1]
+
+
 def check_shards(paths: Sequence[str | os.PathLike]) -> tuple[list[ShardInfo], list[str]]:
     """Read and cross-check shard files: (shards sorted by index, problems). Merge only when no problems.
 
     Problems (one line each, naming the files): unreadable, incomplete or non-shard files, a path given
-    twice, different ``n``, a duplicate or missing index, other inputs or another shape than shard 0.
+    twice, different ``n``, a duplicate or missing index, other inputs or another shape than shard 0,
+    a dataset changed since the shard was written (its checksum; shards without checksums pass).
     """
     problems: list[str] = []
     shards = _read_all([Path(p) for p in paths], problems)
@@ -170,6 +181,7 @@ def check_shards(paths: Sequence[str | os.PathLike]) -> tuple[list[ShardInfo], l
         return [], problems
     _check_indices(shards, problems)
     _check_same_inputs(shards, problems)
+    _check_contents(shards, problems)
     shards.sort(key=lambda s: (s.index, str(s.path)))
     return shards, problems
 
