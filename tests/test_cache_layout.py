@@ -161,3 +161,60 @@ def test_cli_names_changed_dataset_and_missing_parts(tmp_path):
         f["train/embeddings"] = np.zeros((2, 3), np.float32)
     res = CliRunner().invoke(main, ["fit", "--cache", str(hand), "--epochs", "1", "--runs-dir", str(tmp_path / "runs")])
     assert res.exit_code == 2 and "missing root attr 'classes'" in res.output and "Traceback" not in res.output
+
+
+def test_sparse_journal_resumes_identically_and_stays_small(tmp_path):
+    from mlhead.cache import CacheWriter, read_progress
+
+    rng = np.random.default_rng(6)
+    C, n = 5000, 40
+    Y = (rng.random((n, C)) < 0.001).astype(np.uint8)
+    X, ids = rng.normal(size=(n, 3)), [f"r{i}" for i in range(n)]
+    classes = [f"c{i}" for i in range(C)]
+    full = CacheWriter(tmp_path / "full.h5", classes, 3, {"train": n}, fingerprint={"v": 1})
+    full.append("train", X, Y, ids)
+    full.finish()
+    w = CacheWriter(tmp_path / "part.h5", classes, 3, {"train": n}, fingerprint={"v": 1})
+    w.append("train", X[:25], Y[:25], ids[:25])
+    assert read_progress(w.partial)["label_files"] == "csr" and not (w.partial / "train.lab").exists()
+    assert (w.partial / "train.labidx").stat().st_size == 4 * int(Y[:25].sum())  # not 25 x 5000 bytes
+    with open(w.partial / "train.labidx", "ab") as fh, open(w.partial / "train.labcnt", "ab") as fc:
+        fh.write(b"\x07" * 12)  # killed mid-append: bytes past the durable count
+        fc.write(b"\x01" * 3)
+    info = cache_info(tmp_path / "part.h5")["partial"]["splits"]["train"]
+    assert info["rows"] == 25 and info["label_cardinality"] == pytest.approx(Y[:25].sum() / 25)
+    w2 = CacheWriter(tmp_path / "part.h5", classes, 3, {"train": n}, fingerprint={"v": 1})
+    assert w2.done("train") == 25 and w2.label_files == "csr"
+    w2.append("train", X[25:], Y[25:], ids[25:])
+    w2.finish()
+    a, b = open_cache(tmp_path / "full.h5"), open_cache(tmp_path / "part.h5")
+    np.testing.assert_array_equal(a.load("train")[1].numpy(), Y)
+    np.testing.assert_array_equal(b.load("train")[1].numpy(), Y)
+    with h5py.File(a.path) as fa, h5py.File(b.path) as fb:
+        for k in ("labels_indptr", "labels_indices", "embeddings"):
+            assert fa["train"][k].attrs["checksum"] == fb["train"][k].attrs["checksum"]
+
+
+def test_dense_journal_of_an_older_run_still_resumes(tmp_path):
+    """A journal written before sparse label files (no label_files key, dense .lab) with many classes."""
+    import json as _json
+
+    from mlhead.cache import CacheWriter
+
+    rng = np.random.default_rng(7)
+    C = CSR_MIN_CLASSES + 1
+    Y = (rng.random((6, C)) < 0.01).astype(np.uint8)
+    X, ids, classes = rng.normal(size=(6, 2)), [f"r{i}" for i in range(6)], [f"c{i}" for i in range(C)]
+    w = CacheWriter(tmp_path / "c.h5", classes, 2, {"train": 6}, fingerprint={"v": 1})
+    w.label_files = "dense"  # as the older writer did
+    w.append("train", X[:4], Y[:4], ids[:4])
+    w.close()
+    doc = _json.loads((w.partial / "progress.json").read_text())
+    del doc["label_files"]
+    (w.partial / "progress.json").write_text(_json.dumps(doc))
+    w2 = CacheWriter(tmp_path / "c.h5", classes, 2, {"train": 6}, fingerprint={"v": 1})
+    assert w2.label_files == "dense" and w2.done("train") == 4
+    w2.append("train", X[4:], Y[4:], ids[4:])
+    c = open_cache(w2.finish())
+    assert c.labels_layout("train") == "csr"
+    np.testing.assert_array_equal(c.load("train")[1].numpy(), Y)

@@ -20,7 +20,7 @@ import numpy as np
 from ..fileio import fsync_dir
 from .fingerprint import fingerprint_digest, library_versions
 from .checksum import CHECKSUM_ATTR, Checksum, checksum_of
-from .journal import EMB_DTYPE, LABEL_DTYPE, Journal, read_ids
+from .journal import EMB_DTYPE, Journal, read_ids
 from .labels import choose_layout, write_labels
 
 #: rows copied per step when streaming between files
@@ -44,8 +44,6 @@ def set_root_attrs(f: h5py.File, classes: Sequence[str], attrs: dict, fingerprin
 def _raw_chunks(src: Path, dtype, shape: tuple[int, int]):
     """The raw array file ``src`` (``shape``, ``dtype``), CHUNK_ROWS rows at a time."""
     if not shape[0] or not shape[1]:
-        for i in range(0, shape[0], CHUNK_ROWS):  # C == 0 (or D == 0): nothing on disk to map
-            yield np.zeros((min(CHUNK_ROWS, shape[0] - i), shape[1]), dtype)
         return
     mm = np.memmap(src, dtype=dtype, mode="r", shape=shape)
     for i in range(0, shape[0], CHUNK_ROWS):
@@ -56,7 +54,7 @@ def _raw_chunks(src: Path, dtype, shape: tuple[int, int]):
 def _write_split(f: h5py.File, journal: Journal, split: str, layout: str) -> None:
     """One split group: embeddings, labels (``layout``) and ids, each with its checksum attr."""
     n, D, C = journal.done(split), journal.dim, len(journal.classes)
-    f_emb, f_lab, f_ids = journal.files(split)
+    f_emb, _, f_ids = journal.files(split)
     g = f.create_group(split)
     e = g.create_dataset("embeddings", shape=(n, D), dtype=EMB_DTYPE, chunks=(min(max(n, 1), 1024), D) if n else None)
     c = Checksum()
@@ -64,7 +62,7 @@ def _write_split(f: h5py.File, journal: Journal, split: str, layout: str) -> Non
         e[i * CHUNK_ROWS:i * CHUNK_ROWS + len(chunk)] = chunk
         c.update(chunk)
     e.attrs[CHECKSUM_ATTR] = c.value()
-    write_labels(g, _raw_chunks(f_lab, LABEL_DTYPE, (n, C)), n, C, layout)
+    write_labels(g, journal.label_chunks(split, CHUNK_ROWS), n, C, layout)
     ids = read_ids(f_ids, n)
     ds = g.create_dataset("ids", data=np.array(ids, dtype=object), dtype=h5py.string_dtype())
     ds.attrs[CHECKSUM_ATTR] = checksum_of(ids)

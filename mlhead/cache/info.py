@@ -30,6 +30,18 @@ def _chunked(ds, n: int):
         yield ds[i:i + CHUNK_ROWS]
 
 
+def _partial_row_counts(partial: Path, split: str, n: int, C: int, label_files: str) -> np.ndarray:
+    """Positives per durable row of a journal's split (empty when its label file is short or absent)."""
+    if label_files == "csr":
+        cnt = partial / f"{split}.labcnt"
+        counts = np.fromfile(cnt, dtype=np.int32, count=n) if n and cnt.is_file() else []
+        return np.asarray(counts, dtype=np.int64) if len(counts) == n else np.zeros(0, np.int64)
+    lab = partial / f"{split}.lab"
+    if not (n and C and lab.is_file() and lab.stat().st_size >= n * C):
+        return np.zeros(0, np.int64)
+    return np.memmap(lab, dtype=LABEL_DTYPE, mode="r", shape=(n, C)).sum(1, dtype=np.int64)
+
+
 def _partial_info(partial: Path) -> dict | None:
     prog_file = partial / "progress.json"
     if not prog_file.is_file():
@@ -42,10 +54,7 @@ def _partial_info(partial: Path) -> dict | None:
     splits = {}
     for split in split_order(prog.get("planned") or prog.get("rows", {})):
         n = int(prog.get("rows", {}).get(split, 0))
-        lab = partial / f"{split}.lab"
-        ok = n and C and lab.is_file() and lab.stat().st_size >= n * C
-        per_row = np.memmap(lab, dtype=LABEL_DTYPE, mode="r", shape=(n, C)).sum(1, dtype=np.int64) if ok else []
-        stats = _label_stats(np.asarray(per_row, dtype=np.int64), C)
+        stats = _label_stats(_partial_row_counts(partial, split, n, C, prog.get("label_files", "dense")), C)
         splits[split] = {"rows": n, "dim": D, "n_classes": C, "planned": (prog.get("planned") or {}).get(split),
                          "consumed": int(prog.get("consumed", {}).get(split, n)), **stats}
     return {"path": str(partial), "readable": True, "format": prog.get("format"), "splits": splits,

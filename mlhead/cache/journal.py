@@ -1,7 +1,10 @@
 """The journal of partial writes: ``<path>.partial/``, from which an interrupted embed resumes.
 
 Rows are appended to raw files, one per split and array (``<split>.emb`` float16 N x D,
-``<split>.lab`` uint8 N x C, ``<split>.ids`` one JSON string per line), and ``progress.json``
+``<split>.lab`` uint8 N x C, ``<split>.ids`` one JSON string per line; with more than
+:data:`~mlhead.cache.labels.CSR_MIN_CLASSES` classes the labels go sparse instead: ``<split>.labcnt``
+int32 positives per row and ``<split>.labidx`` int32 class columns, so a journal of 20,000 classes
+does not hold N x 20,000 bytes; ``progress.json`` says which in ``label_files``), and ``progress.json``
 (written atomically after an fsync of the data) records how many rows are durable. A killed writer
 (Ctrl-C, SIGKILL, power loss) is resumed from that count, and bytes past it are truncated, so the
 finished cache is identical to an uninterrupted run's. ``sync_interval`` > 0 batches the fsyncs (at
@@ -18,14 +21,17 @@ from pathlib import Path
 from typing import Iterable, Sequence
 
 import numpy as np
+import scipy.sparse as sp
 
 from ..errors import CacheError
 from ..fileio import atomic_write_bytes
 from .fingerprint import fingerprint_digest
+from .labels import LABEL_DTYPE, choose_layout
 from .resume import DISCARD, REFUSE, resume_decision
 
 EMB_DTYPE = np.float16
-LABEL_DTYPE = np.uint8
+#: dtype of the sparse journal's label files (``.labcnt``, ``.labidx``)
+SPARSE_DTYPE = np.int32
 #: version of the ``.partial`` layout; a partial of another format is discarded, never misread
 PARTIAL_FORMAT = 2
 
@@ -86,6 +92,8 @@ class Journal:
         self.digest = fingerprint_digest(self.fingerprint)
         self.sync_interval = float(sync_interval)
         self.skipped: list[dict] = []
+        #: how label rows are journaled: "dense" (.lab) or "csr" (.labcnt + .labidx); a resumed journal keeps its own
+        self.label_files = choose_layout(len(self.classes))
         self.rows = {s: 0 for s in splits}
         self._consumed = {s: 0 for s in splits}
         self.resumed_from: dict[str, int] = {s: 0 for s in splits}
@@ -99,7 +107,7 @@ class Journal:
     def _progress_doc(self) -> dict:
         return {"format": PARTIAL_FORMAT, "fingerprint": self.digest, "fingerprint_json": self.fingerprint,
                 "rows": dict(self.rows), "consumed": dict(self._consumed), "planned": self.planned,
-                "skipped": self.skipped, "dim": self.dim, "classes": self.classes,
+                "skipped": self.skipped, "dim": self.dim, "classes": self.classes, "label_files": self.label_files,
                 "attrs": json.loads(json.dumps(self.attrs, default=str)), "updated": time.time()}
 
     def _write_progress(self) -> None:
@@ -134,6 +142,7 @@ class Journal:
 
     def _restore(self, old: dict) -> None:
         """Take the durable counts of ``old`` and truncate the raw files to them (CacheError: damaged)."""
+        self.label_files = old.get("label_files", "dense")  # journals from before sparse label files: dense
         for split in self.planned:
             self.rows[split] = int(old["rows"].get(split, 0))
             self._consumed[split] = int(old.get("consumed", old["rows"]).get(split, self.rows[split]))
@@ -148,6 +157,7 @@ class Journal:
                 if not force:
                     raise
                 old = None  # damaged: --force starts afresh
+                self.label_files = choose_layout(len(self.classes))
                 self.rows = {s: 0 for s in self.planned}
                 self._consumed = {s: 0 for s in self.planned}
         if old is not None:
@@ -160,13 +170,43 @@ class Journal:
         self._write_progress()
 
     def files(self, split: str) -> tuple[Path, Path, Path]:
-        """The raw files of ``split``: (embeddings, labels, ids)."""
-        return (self.partial / f"{split}.emb", self.partial / f"{split}.lab", self.partial / f"{split}.ids")
+        """The raw files of ``split``: (embeddings, labels, ids); labels: ``.lab`` (dense journal) or
+        ``.labidx`` (sparse journal, with :meth:`counts_file`)."""
+        lab = f"{split}.lab" if self.label_files == "dense" else f"{split}.labidx"
+        return (self.partial / f"{split}.emb", self.partial / lab, self.partial / f"{split}.ids")
+
+    def counts_file(self, split: str) -> Path:
+        """The positives-per-row file of ``split`` in a sparse journal (``<split>.labcnt``)."""
+        return self.partial / f"{split}.labcnt"
+
+    def _raw_files(self, split: str) -> tuple[Path, ...]:
+        """The files :meth:`append` writes, in the order of :meth:`_raw_bytes`."""
+        emb, lab, ids = self.files(split)
+        return (emb, ids, lab) + ((self.counts_file(split),) if self.label_files == "csr" else ())
+
+    def _raw_bytes(self, emb: np.ndarray, lab: np.ndarray, ids: list[str]) -> tuple[bytes, ...]:
+        out = (emb.tobytes(), "".join(json.dumps(i) + "\n" for i in ids).encode())
+        if self.label_files == "dense":
+            return out + (lab.tobytes(),)
+        m = sp.csr_matrix(lab)
+        m.sort_indices()
+        return out + (m.indices.astype(SPARSE_DTYPE).tobytes(), np.diff(m.indptr).astype(SPARSE_DTYPE).tobytes())
+
+    def _sizes(self, split: str, n: int) -> list[tuple[Path, int]]:
+        """(file, byte size for ``n`` rows) of the fixed-width files (CacheError: counts file short)."""
+        emb, lab, _ = self.files(split)
+        if self.label_files == "dense":
+            return [(emb, n * self.dim * 2), (lab, n * len(self.classes))]
+        cnt = self.counts_file(split)
+        counts = np.fromfile(cnt, dtype=SPARSE_DTYPE, count=n) if cnt.exists() else np.zeros(0, SPARSE_DTYPE)
+        if len(counts) < n:
+            raise CacheError(f"{cnt}: shorter than its recorded {n} rows (partial damaged); "
+                             "rerun with --force to discard it")
+        return [(emb, n * self.dim * 2), (cnt, n * 4), (lab, int(counts.sum(dtype=np.int64)) * 4)]
 
     def _truncate(self, split: str, n: int) -> None:
-        emb, lab, ids = self.files(split)
-        C = len(self.classes)
-        for p, size in ((emb, n * self.dim * 2), (lab, n * C)):
+        ids = self.files(split)[2]
+        for p, size in self._sizes(split, n):
             if p.exists():
                 if p.stat().st_size < size:
                     raise CacheError(f"{p}: shorter than its recorded {n} rows (partial damaged); "
@@ -177,6 +217,24 @@ class Journal:
                 raise CacheError(f"{p}: missing (partial damaged); rerun with --force to discard it")
         if ids.exists():
             _truncate_lines(ids, n)
+
+    def label_chunks(self, split: str, rows: int):
+        """The first :meth:`done` label rows of ``split``, ``rows`` at a time: dense uint8 arrays (dense
+        journal) or csr_matrix (sparse journal). Call after :meth:`close`."""
+        n, C = self.done(split), len(self.classes)
+        lab = self.files(split)[1]
+        if self.label_files == "dense":
+            mm = np.memmap(lab, dtype=LABEL_DTYPE, mode="r", shape=(n, C)) if n and C else np.zeros((n, C), LABEL_DTYPE)
+            for i in range(0, n, rows):
+                yield np.asarray(mm[i:i + rows])
+            return
+        indptr = np.concatenate([[0], np.cumsum(np.fromfile(self.counts_file(split), SPARSE_DTYPE, count=n),
+                                                dtype=np.int64)]) if n else np.zeros(1, np.int64)
+        idx = np.memmap(lab, dtype=SPARSE_DTYPE, mode="r") if indptr[-1] else np.zeros(0, SPARSE_DTYPE)
+        for i in range(0, n, rows):
+            ptr = indptr[i:i + rows + 1]
+            cols = np.asarray(idx[ptr[0]:ptr[-1]])
+            yield sp.csr_matrix((np.ones(len(cols), LABEL_DTYPE), cols, ptr - ptr[0]), shape=(len(ptr) - 1, C))
 
     # -- progress
     def done(self, split: str) -> int:
@@ -195,7 +253,7 @@ class Journal:
     # -- appending
     def _handle(self, split: str):
         if split not in self._handles:
-            self._handles[split] = tuple(open(p, "ab") for p in self.files(split))
+            self._handles[split] = tuple(open(p, "ab") for p in self._raw_files(split))
         return self._handles[split]
 
     def append(self, split: str, embeddings, labels, ids: Sequence[str], skipped: Iterable[dict] = ()) -> None:
@@ -210,9 +268,7 @@ class Journal:
             raise ValueError(f"append to {split!r}: not a planned split ({', '.join(self.planned)})")
         emb, lab, ids = self._checked(split, embeddings, labels, ids)
         skipped = list(skipped)
-        f_emb, f_lab, f_ids = self._handle(split)
-        for fh, data in ((f_emb, emb.tobytes()), (f_lab, lab.tobytes()),
-                         (f_ids, "".join(json.dumps(i) + "\n" for i in ids).encode())):
+        for fh, data in zip(self._handle(split), self._raw_bytes(emb, lab, ids)):
             fh.write(data)
             fh.flush()  # to the OS now (survives a killed process); fsync'd at the next sync
         self.rows[split] = self.done(split) + len(ids)

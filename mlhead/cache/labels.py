@@ -26,8 +26,8 @@ import numpy as np
 import scipy.sparse as sp
 
 from .checksum import CHECKSUM_ATTR, Checksum
-from .journal import LABEL_DTYPE
 
+LABEL_DTYPE = np.uint8
 INDPTR_DTYPE = np.int64
 INDICES_DTYPE = np.int32
 #: CSR is chosen when the number of classes exceeds this (see the module docstring for why)
@@ -46,31 +46,34 @@ def choose_layout(n_classes: int, layout: str = "auto") -> str:
     return "csr" if n_classes > CSR_MIN_CLASSES else "dense"
 
 
-def write_labels(g: h5py.Group, chunks: Iterable[np.ndarray], n: int, n_classes: int, layout: str) -> None:
-    """Write a split's labels into group ``g`` from dense uint8 row chunks (in row order, ``n`` rows in
-    all), in ``layout`` ("dense" or "csr"), each dataset with its ``checksum`` attr."""
+def write_labels(g: h5py.Group, chunks: Iterable, n: int, n_classes: int, layout: str) -> None:
+    """Write a split's labels into group ``g`` from row chunks (dense uint8 arrays or csr_matrix, in row
+    order, ``n`` rows in all), in ``layout`` ("dense" or "csr"), each dataset with its ``checksum`` attr."""
     if layout == "dense":
         ds = g.create_dataset("labels", shape=(n, n_classes), dtype=LABEL_DTYPE)
         c, at = Checksum(), 0
         for chunk in chunks:
+            chunk = chunk.toarray().astype(LABEL_DTYPE) if sp.issparse(chunk) else chunk
             if chunk.size:
-                ds[at:at + len(chunk)] = chunk
+                ds[at:at + chunk.shape[0]] = chunk
             c.update(np.asarray(chunk, dtype=LABEL_DTYPE))
-            at += len(chunk)
+            at += chunk.shape[0]
         ds.attrs[CHECKSUM_ATTR] = c.value()
         return
     indptr = np.zeros(n + 1, INDPTR_DTYPE)
     ind = g.create_dataset("labels_indices", shape=(0,), maxshape=(None,), dtype=INDICES_DTYPE, chunks=(65536,))
     c, at = Checksum(), 0
     for chunk in chunks:
-        m = sp.csr_matrix(np.asarray(chunk, dtype=LABEL_DTYPE))
+        m = chunk if sp.issparse(chunk) else sp.csr_matrix(np.asarray(chunk, dtype=LABEL_DTYPE))
+        m.sort_indices()
         nnz = int(indptr[at])
-        indptr[at + 1:at + 1 + len(chunk)] = nnz + m.indptr[1:]
+        indptr[at + 1:at + 1 + chunk.shape[0]] = nnz + m.indptr[1:]
         ind.resize((nnz + m.nnz,))
         cols = m.indices.astype(INDICES_DTYPE)
-        ind[nnz:] = cols
+        if len(cols):
+            ind[nnz:] = cols
         c.update(cols)
-        at += len(chunk)
+        at += chunk.shape[0]
     ind.attrs[CHECKSUM_ATTR] = c.value()
     ptr = g.create_dataset("labels_indptr", data=indptr)
     ptr.attrs[CHECKSUM_ATTR] = Checksum().update(indptr).value()
