@@ -15,12 +15,7 @@ from sklearn.metrics import (
     accuracy_score,
     average_precision_score,
     confusion_matrix,
-    coverage_error,
     f1_score,
-    hamming_loss,
-    label_ranking_average_precision_score,
-    label_ranking_loss,
-    precision_recall_fscore_support,
     precision_score,
     recall_score,
 )
