@@ -9,6 +9,7 @@
 * :mod:`.plots` (each written as PNG and PDF; the paths are returned): :func:`plot_heatmap`
   (Figure 3: metric over a beta x eta grid), :func:`plot_per_class_f1`, :func:`plot_pr_curves`,
   :func:`plot_learning_curves`.
+* :mod:`.html`: :func:`render_html` writes one self-contained HTML page of the tables and figures.
 """
 
 from __future__ import annotations
@@ -23,9 +24,10 @@ from .aggregate import (
     select,
     table2,
 )
+from .html import render_html
 from .plots import plot_heatmap, plot_learning_curves, plot_per_class_f1, plot_pr_curves
 from .render import DISPLAY_NAMES, Table2
 
 __all__ = ["DISPLAY_NAMES", "LOSS_ORDER", "TABLE2_METRICS", "Table2", "collect", "config_value", "heatmap_grid",
            "load_history", "plot_heatmap", "plot_learning_curves", "plot_per_class_f1", "plot_pr_curves",
-           "select", "table2"]
+           "render_html", "select", "table2"]
