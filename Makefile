@@ -11,7 +11,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export MPLBACKEND := Agg
 
-.PHONY: install test test-slow demo bench lint clean reproduce real-runs
+.PHONY: install test test-slow demo bench lint clean reproduce real-runs check-html
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -66,3 +66,10 @@ lint: install
 
 clean:
 	rm -rf cache runs .pytest_cache
+
+# The HTML report in headless Chromium (fails on a script error or a broken image; skipped without
+# chromium): renders $(RUNS) (or tiny synthetic runs when it is absent), screenshots at 390 and 1280 px.
+RUNS ?= runs
+check-html: install
+	$(PY) tools/check_html.py $(if $(wildcard $(RUNS)),--runs $(RUNS),--demo) --out build/report.html \
+		--screenshot build/report-390.png --screenshot-wide build/report-1280.png

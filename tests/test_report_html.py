@@ -50,7 +50,7 @@ def test_page_has_tables_figures_and_no_network(runs, tmp_path):
     records = R.collect(runs / "table")
     for rule in (SOFTMAX, SIGMOID):  # one table per rule, values and caption from aggregate
         t = R.table2(records, rule=rule.name)
-        assert f"<caption>{t.caption.replace('>', '&gt;')}</caption>" in page
+        assert f'<p class="caption">{t.caption.replace(">", "&gt;")}</p>' in page
         for i in range(len(t.rows)):
             for j in range(len(t.metrics)):
                 m, s = t._parts(i, j)

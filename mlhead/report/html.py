@@ -37,7 +37,7 @@ h1{font-size:1.5em}h2{font-size:1.2em;border-bottom:1px solid #ddd;padding-botto
 table{border-collapse:collapse;font-size:.9em;margin:6px 0}
 th,td{border-bottom:1px solid #e3e3e3;padding:4px 8px;text-align:right;white-space:nowrap}
 th:first-child,td:first-child{text-align:left}
-caption{caption-side:top;text-align:left;font-size:.9em;color:#444;padding:4px 0;white-space:normal}
+p.caption{font-size:.9em;color:#444;margin:12px 0 2px}table.runs td{text-align:left}
 td.best{font-weight:700}.sd{color:#777}
 img{max-width:100%;height:auto;display:block;margin:8px 0}
 .note{color:#666;font-style:italic}code,pre{font-size:.85em;white-space:pre-wrap;word-break:break-all}
@@ -141,7 +141,7 @@ def _table_html(t: Table2) -> str:
             cls = ' class="best"' if t.best[i, j] else ""
             cells.append(f"<td{cls}>{_e(m)}{sd}</td>")
         body.append("<tr>" + "".join(cells) + "</tr>")
-    return (f'<div class="scroll"><table><caption>{_e(t.caption)}</caption><thead><tr>{head}</tr></thead>'
+    return (f'<p class="caption">{_e(t.caption)}</p><div class="scroll"><table><thead><tr>{head}</tr></thead>'
             f"<tbody>{''.join(body)}</tbody></table></div>")
 
 
@@ -248,7 +248,8 @@ def _run_list(records, base: Path) -> str:
                     f"<td>{_e(str(c.get('loss')))}</td><td>{_e(opts)}</td><td>{_e(str(c.get('seed')))}</td>"
                     f"<td>{_e('; '.join(sorted(d['rules'])))}</td></tr>")
     head = "".join(f"<th>{h}</th>" for h in ("run", "loss", "options", "seed", "evaluations"))
-    return f'<div class="scroll"><table><thead><tr>{head}</tr></thead><tbody>{"".join(rows)}</tbody></table></div>'
+    return (f'<div class="scroll"><table class="runs"><thead><tr>{head}</tr></thead>'
+            f'<tbody>{"".join(rows)}</tbody></table></div>')
 
 
 def _cpu_model() -> str:
