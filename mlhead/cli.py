@@ -412,9 +412,11 @@ def eval_(run_dir, runs_dir, all_runs, split, activation, threshold, top_k, tune
 @click.option("--learning-curves", is_flag=True, help="plot learning curves from history.csv")
 @click.option("--per-class", "per_class_run", type=click.Path(path_type=Path), default=None,
               help="per-class F1 bars and PR curves of this run (its latest evaluation)")
+@click.option("--html", "html_path", type=click.Path(path_type=Path), default=None,
+              help="also write one self-contained HTML page (tables, figures, run links, provenance)")
 @friendly
 def report(runs, split, rule, group_by, metric_list, dataset, backbone, out_dir, heatmap_metric, heatmap_loss,
-           learning_curves, per_class_run):
+           learning_curves, per_class_run, html_path):
     """Aggregate evaluated runs into a Table-2-shaped table (mean +- std over seeds, best in bold)."""
     from . import report as R
 
@@ -450,6 +452,11 @@ def report(runs, split, rule, group_by, metric_list, dataset, backbone, out_dir,
         written += R.plot_per_class_f1(rows, plots / "per_class_f1")
         written += R.plot_pr_curves(scores(logits, doc["rule"]["activation"]), targets, cfg["classes"],
                                     plots / "pr_curves")
+    if html_path:
+        written.append(R.render_html(list(runs) or [Path("runs")], html_path, split=split, rule=rule,
+                                     group_by=group_by, dataset=dataset, backbone=backbone,
+                                     heatmap_metric=heatmap_metric or "weighted_f1", heatmap_loss=heatmap_loss,
+                                     per_class_run=per_class_run, command=["mlhead", *sys.argv[1:]], **kw))
     for p in written:
         console.print(f"wrote {p}")
 

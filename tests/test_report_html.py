@@ -115,3 +115,19 @@ def test_check_html_catches_broken_image_and_script_error(runs, tmp_path):
         (tmp_path / f"{name}.html").write_text(bad, encoding="utf-8")
         res = subprocess.run([*tool, str(tmp_path / f"{name}.html")], capture_output=True, text=True)
         assert res.returncode == 1, (name, res.stdout, res.stderr)
+
+
+def test_cli_report_html(runs, tmp_path):
+    from click.testing import CliRunner
+
+    from mlhead.cli import main
+
+    out = tmp_path / "cli" / "r.html"
+    res = CliRunner().invoke(main, ["report", str(runs / "table"), "--rule", SOFTMAX.name, "--html", str(out)])
+    assert res.exit_code == 0, res.output
+    page = out.read_text(encoding="utf-8")
+    assert SOFTMAX.name.replace(">", "&gt;") in page and SIGMOID.name.replace(">", "&gt;") not in page.split(
+        "<h2>Runs</h2>")[0]
+    res = CliRunner().invoke(main, ["report", str(runs / "table"), "--rule", SOFTMAX.name, "--html", str(out),
+                                    "--per-class", str(runs / "table" / "focal-s0")])
+    assert res.exit_code == 2 and "error:" in res.output
