@@ -443,15 +443,9 @@ def report(runs, split, rule, group_by, metric_list, dataset, backbone, out_dir,
         written += R.plot_learning_curves([d / "history.csv" for d in runs], plots / "learning_curves",
                                           metrics=["micro_f1"], labels=labels)
     if per_class_run:
-        from .runs import predict
-        from .metrics import DecisionRule, per_class, scores
-
-        doc = json.loads((per_class_run / "metrics.json").read_text())
-        logits, targets, _, cfg = predict(per_class_run, doc["split"])
-        rows = per_class(logits, targets, DecisionRule.from_dict(doc["rule"]), cfg["classes"])
+        rows, probs, targets, classes = R.per_class_data(per_class_run)
         written += R.plot_per_class_f1(rows, plots / "per_class_f1")
-        written += R.plot_pr_curves(scores(logits, doc["rule"]["activation"]), targets, cfg["classes"],
-                                    plots / "pr_curves")
+        written += R.plot_pr_curves(probs, targets, classes, plots / "pr_curves")
     if html_path:
         written.append(R.render_html(list(runs) or [Path("runs")], html_path, split=split, rule=rule,
                                      group_by=group_by, dataset=dataset, backbone=backbone,

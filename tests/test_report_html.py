@@ -74,7 +74,7 @@ def test_grid_heatmap_and_per_class(runs, tmp_path, monkeypatch):
     y = (rng.random((40, 3)) < 0.4).astype(np.uint8)
     p = rng.random(y.shape)
     rows = [{"class": c, "f1": 50.0, "support": int(y[:, j].sum())} for j, c in enumerate("abc")]
-    monkeypatch.setattr(H, "_per_class_data", lambda run: (rows, p, y, list("abc")))
+    monkeypatch.setattr(H, "per_class_data", lambda run: (rows, p, y, list("abc")))
     out = R.render_html([runs / "grid"], tmp_path / "g.html", group_by="loss+beta+eta")
     page = out.read_text(encoding="utf-8")
     assert "no heatmap" not in page and "no per-class figures" not in page

@@ -24,10 +24,10 @@ from .aggregate import (
     select,
     table2,
 )
-from .html import render_html
+from .html import per_class_data, render_html
 from .plots import plot_heatmap, plot_learning_curves, plot_per_class_f1, plot_pr_curves
 from .render import DISPLAY_NAMES, Table2
 
 __all__ = ["DISPLAY_NAMES", "LOSS_ORDER", "TABLE2_METRICS", "Table2", "collect", "config_value", "heatmap_grid",
-           "load_history", "plot_heatmap", "plot_learning_curves", "plot_per_class_f1", "plot_pr_curves",
-           "render_html", "select", "table2"]
+           "load_history", "per_class_data", "plot_heatmap", "plot_learning_curves", "plot_per_class_f1",
+           "plot_pr_curves", "render_html", "select", "table2"]

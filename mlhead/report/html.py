@@ -187,7 +187,7 @@ class _Figures:
         if run is None:
             return _note("no run to draw per-class figures of")
         try:
-            rows, probs, targets, classes = _per_class_data(Path(run))
+            rows, probs, targets, classes = per_class_data(run)
         except (MlheadError, OSError, ValueError, KeyError) as exc:
             if explicit is not None:
                 raise RunError(f"--per-class {run}: {exc}") from exc
@@ -210,8 +210,11 @@ class _Figures:
             return _note(f"no learning curves: {exc}")
 
 
-def _per_class_data(run: Path):
-    """Per-class rows, scores, targets and class names of a run's latest evaluation."""
+def per_class_data(run: str | os.PathLike):
+    """Per-class rows (:func:`mlhead.metrics.per_class`), scores, targets and class names of a run's
+    latest evaluation (its ``metrics.json``), predicted from the run's cache: the data behind
+    :func:`.plots.plot_per_class_f1` and :func:`.plots.plot_pr_curves`."""
+    run = Path(run)
     import json
 
     from ..metrics import DecisionRule, per_class, scores
@@ -302,4 +305,4 @@ def _page(title: str, first: Table2, body: str) -> str:
     )
 
 
-__all__ = ["provenance", "render_html"]
+__all__ = ["per_class_data", "provenance", "render_html"]
