@@ -16,8 +16,9 @@ Logging is idempotent: a metric point (step, value) already in the run is not lo
 logging a run twice leaves its histories unchanged.
 
 The default store is a local SQLite database next to the run directories,
-``sqlite:///<runs-dir>/mlflow.db`` (a real MLflow backend, no server), with artifacts under
-``<runs-dir>/mlartifacts``; browse it with ``mlflow ui --backend-store-uri sqlite:///<runs-dir>/mlflow.db``.
+``sqlite:///<runs-dir>/mlflow.db`` (a real MLflow backend, no server; an existing ``mlflow.db`` between
+a run directory and the runs dir is preferred, see :func:`store_dir`), with artifacts under
+``<runs-dir>/mlartifacts/<experiment>``; browse it with ``mlflow ui --backend-store-uri sqlite:///<runs-dir>/mlflow.db``.
 Any MLflow tracking URI (``http://host:5000``, ``postgresql://...``, ``databricks``) is accepted.
 Needs the ``track`` extra: ``pip install 'mlhead[track]'``.
 """
@@ -58,9 +59,28 @@ class TrackSpec:
     backend: str = "mlflow"
     uri: str | None = None
 
-    def uri_for(self, run_dir) -> str:
-        """The tracking URI a run directory is logged to (:func:`default_uri` of its parent when unset)."""
-        return self.uri or default_uri(Path(run_dir).resolve().parent)
+    def uri_for(self, run_dir, runs_dir=None) -> str:
+        """The tracking URI a run directory is logged to: ``uri`` when set, else :func:`default_uri`
+        of the store folder (:func:`store_dir`)."""
+        return self.uri or default_uri(store_dir(run_dir, runs_dir))
+
+
+def store_dir(run_dir, runs_dir=None) -> Path:
+    """The folder of the default store for a run directory.
+
+    The nearest folder holding ``mlflow.db`` from the run directory's parent up to ``runs_dir`` (when
+    the run lies inside it), so ``mlhead eval --track mlflow`` finds the store ``fit``, ``sweep`` or
+    ``reproduce`` created; when there is none yet, ``runs_dir`` (the run's parent when the run is not
+    inside ``runs_dir`` or none is given). Paths are made absolute.
+    """
+    parent = Path(run_dir).resolve().parent
+    root = Path(runs_dir).resolve() if runs_dir is not None else parent
+    if root != parent and root not in parent.parents:
+        return parent
+    for folder in (parent, *parent.parents):
+        if (folder / DEFAULT_DB).exists() or folder == root:
+            return folder
+    return root  # pragma: no cover  (root is always among the parents)
 
 
 def parse_spec(spec: str) -> TrackSpec:
@@ -288,7 +308,7 @@ def log_run(run_dir, uri: str | None = None, experiment: str = DEFAULT_EXPERIMEN
 
     Args:
         run_dir: a run directory (has ``config.json``).
-        uri: MLflow tracking URI; None: :func:`default_uri` of the run directory's parent (the runs dir).
+        uri: MLflow tracking URI; None: the SQLite store in the run directory's parent (the runs dir).
         experiment: MLflow experiment name (created when absent).
 
     Returns:
@@ -303,7 +323,7 @@ def log_run(run_dir, uri: str | None = None, experiment: str = DEFAULT_EXPERIMEN
     run_dir = Path(run_dir).resolve()
     config = load_config(run_dir)
     metrics = run_metrics(run_dir)
-    uri = uri or default_uri(run_dir.parent)
+    uri = uri or TrackSpec().uri_for(run_dir)
     client = _client(uri)
     _, MlflowException = _mlflow()
     try:
@@ -315,8 +335,10 @@ def log_run(run_dir, uri: str | None = None, experiment: str = DEFAULT_EXPERIMEN
     return run_id
 
 
-def log_runs(run_dirs, spec: TrackSpec | str, experiment: str = DEFAULT_EXPERIMENT) -> list[tuple[Path, str]]:
-    """:func:`log_run` for each run directory under a ``--track`` spec; returns (run_dir, MLflow run id)
-    pairs. Errors as :func:`parse_spec` and :func:`log_run`."""
+def log_runs(run_dirs, spec: TrackSpec | str, runs_dir=None,
+             experiment: str = DEFAULT_EXPERIMENT) -> list[tuple[Path, str]]:
+    """:func:`log_run` for each run directory under a ``--track`` spec (``runs_dir``: the command's
+    runs dir, see :func:`store_dir`); returns (run_dir, MLflow run id) pairs. Errors as
+    :func:`parse_spec` and :func:`log_run`."""
     spec = parse_spec(spec) if isinstance(spec, str) else spec
-    return [(Path(d), log_run(d, spec.uri_for(d), experiment)) for d in run_dirs]
+    return [(Path(d), log_run(d, spec.uri_for(d, runs_dir), experiment)) for d in run_dirs]

@@ -106,6 +106,18 @@ def test_default_uri_is_sqlite_under_runs_dir(tmp_path):
     assert T.TrackSpec(uri="sqlite:///a.db").uri_for(tmp_path / "runs" / "r1") == "sqlite:///a.db"
 
 
+def test_store_dir_prefers_an_existing_store_up_to_the_runs_dir(tmp_path):
+    runs, run = tmp_path / "runs", tmp_path / "runs" / "reproduce" / "grid" / "r1"
+    run.mkdir(parents=True)
+    assert T.store_dir(run, runs) == runs.resolve()  # none yet: the command's runs dir
+    assert T.store_dir(run) == run.parent.resolve()  # no runs dir given: the run's parent
+    (runs / "reproduce" / "mlflow.db").touch()
+    assert T.store_dir(run, runs) == (runs / "reproduce").resolve()
+    assert T.store_dir(run, tmp_path / "elsewhere") == run.parent.resolve()  # run not inside runs dir
+    (tmp_path / "mlflow.db").touch()  # above the runs dir: never used
+    assert T.store_dir(tmp_path / "runs" / "r2", runs) == runs.resolve()
+
+
 def test_missing_mlflow_is_dependency_error(monkeypatch, tmp_path):
     monkeypatch.setitem(sys.modules, "mlflow", None)  # `import mlflow` now raises ImportError
     with pytest.raises(DependencyError, match=r"pip install 'mlhead\[track\]'"):
