@@ -18,6 +18,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 import re
 import time
 from dataclasses import MISSING, asdict, dataclass, field, fields
@@ -35,6 +36,10 @@ from .rules import DecisionRule
 
 #: The ``schema_version`` this mlhead writes into config.json.
 SCHEMA_VERSION = 2
+
+#: folder name of MLflow's local artifact store (``--track mlflow``, :mod:`mlhead.tracking`), which
+#: holds *copies* of run directories; :func:`find_runs` never searches it
+MLFLOW_ARTIFACTS_DIR = "mlartifacts"
 
 
 @dataclass
@@ -250,12 +255,33 @@ def load_config(run_dir) -> dict:
     return load_run_config(run_dir).to_dict()
 
 
+def find_runs(root) -> list[Path]:
+    """Every run directory (a folder holding ``config.json``) in or under ``root``, sorted by path.
+
+    ``root`` itself when it is a run directory; a run directory is a leaf (its subfolders are not
+    searched); MLflow artifact folders (:data:`MLFLOW_ARTIFACTS_DIR`, copies of runs logged with
+    ``--track mlflow``) are skipped. [] when there is none or ``root`` does not exist.
+    """
+    root = Path(root)
+    if (root / "config.json").is_file():
+        return [root]
+    found = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        if "config.json" in filenames:
+            found.append(Path(dirpath))
+            dirnames[:] = []
+        else:
+            dirnames[:] = sorted(d for d in dirnames if d != MLFLOW_ARTIFACTS_DIR)
+    return sorted(found)
+
+
 def latest_run(runs_dir="runs") -> Path:
-    """The run directory whose config.json is newest under ``runs_dir`` (RunError if none)."""
-    found = sorted(Path(runs_dir).rglob("config.json"), key=lambda p: p.stat().st_mtime_ns, reverse=True)
+    """The run directory (as :func:`find_runs` finds them) whose config.json is newest under
+    ``runs_dir`` (RunError if none)."""
+    found = find_runs(runs_dir)
     if not found:
         raise RunError(f"no run under {runs_dir}/: run `mlhead fit` first or pass --run DIR")
-    return found[0].parent
+    return max(found, key=lambda d: (d / "config.json").stat().st_mtime_ns)
 
 
 def load_head(run_dir) -> tuple[MLPHead, dict]:

@@ -18,14 +18,14 @@ logging a run twice leaves its histories unchanged.
 The default store is a local SQLite database next to the run directories,
 ``sqlite:///<runs-dir>/mlflow.db`` (a real MLflow backend, no server; an existing ``mlflow.db`` between
 a run directory and the runs dir is preferred, see :func:`store_dir`), with artifacts under
-``<runs-dir>/mlartifacts/<experiment>``; browse it with ``mlflow ui --backend-store-uri sqlite:///<runs-dir>/mlflow.db``.
+``<runs-dir>/mlartifacts/<experiment>`` (never taken for runs: :func:`mlhead.runs.find_runs`); browse
+it with ``mlflow ui --backend-store-uri sqlite:///<runs-dir>/mlflow.db``.
 Any MLflow tracking URI (``http://host:5000``, ``postgresql://...``, ``databricks``) is accepted.
 Needs the ``track`` extra: ``pip install 'mlhead[track]'``.
 """
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import json
 import math
@@ -35,14 +35,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import unquote
 
-from .errors import ConfigError, DependencyError, StorageError
+from .errors import ConfigError, DependencyError, MlheadError, RunError, StorageError
+from .runs import MLFLOW_ARTIFACTS_DIR as ARTIFACTS_DIR
 from .runs import load_config
 
 #: the experiment runs are logged to unless another is named
 DEFAULT_EXPERIMENT = "mlhead"
-#: file name of the default SQLite store inside a runs directory, and of its artifact folder
+#: file name of the default SQLite store inside a runs directory (its artifacts: ARTIFACTS_DIR beside it)
 DEFAULT_DB = "mlflow.db"
-ARTIFACTS_DIR = "mlartifacts"
 #: tag holding the digest of the run directory's absolute path (how a run is found again)
 RUN_KEY_TAG = "mlhead.run_key"
 RUN_DIR_TAG = "mlhead.run_dir"
@@ -160,7 +160,6 @@ def _cache_attrs(config: dict) -> dict:
     """Attrs of the run's cache when it is still there with the run's fingerprint (else {}): the source of
     ``weights_sha256`` for run configs that do not record it."""
     from .cache import open_cache
-    from .errors import MlheadError
 
     if "weights_sha256" in config or not config.get("cache"):
         return {}
@@ -176,58 +175,35 @@ def _param_value(value) -> str:
 
 
 def _metric_key(*parts: str) -> str:
-    """MLflow-legal key: join parts with "/" after replacing characters MLflow refuses in keys ("/" inside a part too)."""
+    """An MLflow-legal key: ``parts`` joined with "/", each with ">=" as "-ge-" and every character MLflow
+    refuses in keys (and "/" inside a part) as "-"."""
     return "/".join(_ILLEGAL_KEY_CHARS.sub("-", p.replace(">=", "-ge-").replace("/", "-")).strip("-") for p in parts)
-
-
-def _number(value) -> float | None:
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        return None
-
-
-def _history(run_dir: Path) -> dict[str, list[tuple[int, float]]]:
-    """history.csv as metric -> [(epoch, value)]; {} when the run has none."""
-    path = run_dir / "history.csv"
-    if not path.exists():
-        return {}
-    out: dict[str, list[tuple[int, float]]] = {}
-    with open(path, newline="") as fh:
-        for row in csv.DictReader(fh):
-            epoch = int(row.pop("epoch"))
-            for key, text in row.items():
-                if (v := _number(text)) is not None:
-                    out.setdefault(key, []).append((epoch, v))
-    return out
-
-
-def _evaluations(run_dir: Path) -> dict[str, float]:
-    """Every evaluation of a run (``eval/*.json``, else ``metrics.json``) as flat metric key -> value."""
-    files = sorted((run_dir / "eval").glob("*.json")) or [p for p in [run_dir / "metrics.json"] if p.exists()]
-    out = {}
-    for path in files:
-        doc = json.loads(path.read_text())
-        rule = doc.get("rule") or {}
-        name = rule.get("slug") or rule.get("name") or "rule"
-        for metric, value in (doc.get("metrics") or {}).items():
-            if (v := _number(value)) is not None:
-                out[_metric_key(doc.get("split", "test"), name, metric)] = v
-    return out
 
 
 def run_metrics(run_dir) -> dict[str, list[tuple[int, float]]]:
     """The MLflow metrics of a run directory: metric key -> [(step, value)].
 
-    Per-epoch columns of ``history.csv`` under their column names (step = epoch); each evaluation's
-    metrics as ``<split>/<rule slug>/<metric>`` at step 0; ``best_epoch`` from the config at step 0.
-    Raises RunError for a directory without ``config.json``.
+    Per-epoch columns of ``history.csv`` under their column names (step = epoch; read with
+    :func:`mlhead.report.load_history`); each evaluation (:func:`mlhead.report.collect`) as
+    ``<split>/<rule slug>/<metric>`` at step 0; ``best_epoch`` from the config at step 0.
+    Raises RunError for a directory without ``config.json`` or with a malformed record (named).
     """
+    from .report import collect, load_history
+
     run_dir = Path(run_dir)
     config = load_config(run_dir)
-    out = _history(run_dir)
-    out.update({k: [(0, v)] for k, v in _evaluations(run_dir).items()})
-    if _number(config.get("best_epoch")) is not None:
+    out: dict[str, list[tuple[int, float]]] = {}
+    try:
+        if (run_dir / "history.csv").is_file():
+            columns = load_history(run_dir / "history.csv")
+            epochs = [int(e) for e in columns.pop("epoch")]
+            out = {k: list(zip(epochs, v.tolist())) for k, v in columns.items()}
+        for rec in collect(run_dir):
+            rule = rec["rule"].get("slug") or rec["rule_name"]
+            out.update({_metric_key(rec["split"], rule, m): [(0, v)] for m, v in rec["metrics"].items()})
+    except ValueError as e:
+        raise RunError(f"{run_dir}: cannot read the run's records for MLflow: {e}") from None
+    if config.get("best_epoch") is not None:
         out["best_epoch"] = [(0, float(config["best_epoch"]))]
     return out
 
@@ -320,12 +296,12 @@ def log_run(run_dir, uri: str | None = None, experiment: str = DEFAULT_EXPERIMEN
         RunError: ``run_dir`` is not a run directory.
         StorageError: the tracking store failed while logging (the run directory is left as it was).
     """
+    _, MlflowException = _mlflow()
     run_dir = Path(run_dir).resolve()
     config = load_config(run_dir)
     metrics = run_metrics(run_dir)
     uri = uri or TrackSpec().uri_for(run_dir)
     client = _client(uri)
-    _, MlflowException = _mlflow()
     try:
         run_id = _find_or_create_run(client, _experiment_id(client, uri, experiment), run_dir, config)
         _log_new(client, run_id, run_params(config, _cache_attrs(config)), metrics)
@@ -335,10 +311,31 @@ def log_run(run_dir, uri: str | None = None, experiment: str = DEFAULT_EXPERIMEN
     return run_id
 
 
+@dataclass(frozen=True)
+class Tracked:
+    """Where one run directory was logged: its MLflow run id and the tracking URI."""
+
+    run_dir: Path
+    run_id: str
+    uri: str
+
+
 def log_runs(run_dirs, spec: TrackSpec | str, runs_dir=None,
-             experiment: str = DEFAULT_EXPERIMENT) -> list[tuple[Path, str]]:
-    """:func:`log_run` for each run directory under a ``--track`` spec (``runs_dir``: the command's
-    runs dir, see :func:`store_dir`); returns (run_dir, MLflow run id) pairs. Errors as
-    :func:`parse_spec` and :func:`log_run`."""
+             experiment: str = DEFAULT_EXPERIMENT) -> list[Tracked]:
+    """:func:`log_run` for each distinct run directory under a ``--track`` spec.
+
+    Args:
+        run_dirs: run directories (repeats are logged once, in first-seen order).
+        spec: a :class:`TrackSpec` or a ``--track`` string (:func:`parse_spec`).
+        runs_dir: the command's runs dir, where the default store lives (see :func:`store_dir`).
+        experiment: MLflow experiment name.
+
+    Returns:
+        One :class:`Tracked` per run directory. Errors as :func:`parse_spec` and :func:`log_run`.
+    """
     spec = parse_spec(spec) if isinstance(spec, str) else spec
-    return [(Path(d), log_run(d, spec.uri_for(d, runs_dir), experiment)) for d in run_dirs]
+    out = []
+    for d in dict.fromkeys(Path(d) for d in run_dirs):
+        uri = spec.uri_for(d, runs_dir)
+        out.append(Tracked(d, log_run(d, uri, experiment), uri))
+    return out

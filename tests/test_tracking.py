@@ -19,7 +19,9 @@ import pytest
 from mlhead import tracking as T
 from mlhead.cache import write_cache
 from mlhead.errors import ConfigError, DependencyError, RunError
-from mlhead.runs import evaluate_run, load_config
+from mlhead.rules import DecisionRule
+from mlhead.report import collect
+from mlhead.runs import evaluate_run, find_runs, latest_run, load_config
 from mlhead.train import FitConfig, RunSpec, fit
 
 needs_mlflow = pytest.mark.skipif(importlib.util.find_spec("mlflow") is None,
@@ -118,6 +120,19 @@ def test_store_dir_prefers_an_existing_store_up_to_the_runs_dir(tmp_path):
     assert T.store_dir(tmp_path / "runs" / "r2", runs) == runs.resolve()
 
 
+def test_run_discovery_skips_mlflow_artifact_copies(tmp_path):
+    import os
+
+    runs = tmp_path / "runs"
+    for d in (runs / "r1", runs / "sub" / "r2", runs / T.ARTIFACTS_DIR / "mlhead" / "abc" / "artifacts"):
+        (d / "eval").mkdir(parents=True)
+        (d / "config.json").write_text("{}")
+    os.utime(runs / "sub" / "r2" / "config.json", ns=(1, 1))  # the copy is newest, r1 next
+    assert find_runs(runs) == [runs / "r1", runs / "sub" / "r2"]
+    assert latest_run(runs) == runs / "r1"
+    assert find_runs(runs / "r1") == [runs / "r1"] and find_runs(tmp_path / "none") == []
+
+
 def test_missing_mlflow_is_dependency_error(monkeypatch, tmp_path):
     monkeypatch.setitem(sys.modules, "mlflow", None)  # `import mlflow` now raises ImportError
     with pytest.raises(DependencyError, match=r"pip install 'mlhead\[track\]'"):
@@ -162,7 +177,8 @@ def test_fit_then_eval_is_one_run_with_exact_records(fitted, tmp_path):
     assert run.data.metrics["best_epoch"] == cfg["best_epoch"]
     assert not [k for k in run.data.metrics if k.startswith("test/")]
 
-    docs = [evaluate_run(run_dir, threshold=0.05), evaluate_run(run_dir, activation="sigmoid", threshold=0.5)]
+    docs = [evaluate_run(run_dir, rule=DecisionRule("softmax", 0.05)),
+            evaluate_run(run_dir, rule=DecisionRule("sigmoid", 0.5))]
     assert T.log_run(run_dir, uri) == run_id
     run = _only_run(uri)
     for key, points in history.items():  # logging again adds no second point per epoch
@@ -183,13 +199,18 @@ def test_fit_then_eval_is_one_run_with_exact_records(fitted, tmp_path):
 def test_default_store_sits_in_the_runs_dir(fitted, tmp_path, monkeypatch):
     runs_dir, run_dirs = fitted
     monkeypatch.chdir(tmp_path)  # nothing may land in the working directory
-    pairs = T.log_runs(run_dirs, "mlflow", experiment="grid")
-    assert [d for d, _ in pairs] == run_dirs and len({i for _, i in pairs}) == 2
+    for d in run_dirs:
+        evaluate_run(d, rule=DecisionRule("softmax", 0.05))
+    tracked = T.log_runs(run_dirs + run_dirs[:1], "mlflow", experiment="grid")  # a repeat is logged once
+    assert [t.run_dir for t in tracked] == run_dirs and len({t.run_id for t in tracked}) == 2
+    assert {t.uri for t in tracked} == {T.default_uri(runs_dir)}
     assert (runs_dir / "mlflow.db").is_file()
     runs = _runs(T.default_uri(runs_dir), "grid")
     assert sorted(r.data.params["seed"] for r in runs) == ["0", "1"]
-    for _, run_id in pairs:
-        assert (runs_dir / T.ARTIFACTS_DIR / "grid" / run_id / "artifacts" / "config.json").is_file()
+    for t in tracked:
+        assert (runs_dir / T.ARTIFACTS_DIR / "grid" / t.run_id / "artifacts" / "config.json").is_file()
+    assert latest_run(runs_dir) in run_dirs  # the artifact copies are never taken for runs
+    assert sorted({r["run_dir"] for r in collect(runs_dir)}) == sorted(str(d.resolve()) for d in run_dirs)
     assert list(tmp_path.iterdir()) == []
 
 
@@ -211,9 +232,8 @@ def test_nan_epochs_are_logged_once(tmp_path):
 
 
 @needs_mlflow
-def test_errors_name_what_is_wrong(tmp_path):
+def test_errors_name_what_is_wrong(fitted, tmp_path):
     with pytest.raises(RunError, match="no config.json"):
         T.log_run(tmp_path, f"sqlite:///{tmp_path}/m.db")
-    (tmp_path / "config.json").write_text(json.dumps({"loss": "zlpr"}))
     with pytest.raises(ConfigError, match="foo://bar"):
-        T.log_run(tmp_path, "foo://bar")
+        T.log_run(fitted[1][0], "foo://bar")

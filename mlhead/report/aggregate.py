@@ -23,7 +23,7 @@ import numpy as np
 
 from ..metrics import LOWER_IS_BETTER, upgrade_metric_keys
 from ..rules import DecisionRule
-from ..runs import migrate
+from ..runs import find_runs, migrate
 from .render import DISPLAY_NAMES, Table2
 
 TABLE2_METRICS = ("weighted_f1", "micro_f1", "macro_f1", "macro_precision", "map")
@@ -46,18 +46,6 @@ def _read_json(path: Path) -> Any:
             return json.load(fh)
     except json.JSONDecodeError as exc:
         raise ValueError(f"{path}: not valid JSON ({exc})") from exc
-
-
-def _find_run_dirs(root: Path) -> list[Path]:
-    if (root / "config.json").is_file():
-        return [root]
-    found = []
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames.sort()
-        if "config.json" in filenames:
-            found.append(Path(dirpath))
-            dirnames[:] = []  # a run directory is a leaf
-    return found
 
 
 def collect(paths: str | os.PathLike | Iterable[str | os.PathLike]) -> list[dict[str, Any]]:
@@ -92,7 +80,7 @@ def _run_dirs(paths: Iterable[str | os.PathLike]) -> list[Path]:
             raise FileNotFoundError(f"{p}: no such run directory or root")
         if not p.is_dir():
             raise ValueError(f"{p}: expected a run directory or a directory of runs")
-        found = _find_run_dirs(p)
+        found = find_runs(p)
         if not found:
             raise ValueError(f"{p}: no run directories (directories with config.json) found")
         run_dirs.extend(found)
