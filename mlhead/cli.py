@@ -111,7 +111,8 @@ def _parse_shard(value: str | None):
 @click.option("--batch-size", type=int, default=64, show_default=True)
 @click.option("--workers", type=int, default=None, help="DataLoader worker processes for decoding/tokenizing [default: CUDA 2; CPU images 0 = each batch decoded here by every core between forward passes; CPU texts 1]")
 @click.option("--split-seed", type=int, default=44, show_default=True)
-@click.option("--split-mode", type=click.Choice(["random", "paper-contiguous"]), default="random", show_default=True)
+@click.option("--split-mode", type=click.Choice(["random", "paper-contiguous", "stratified"]), default="random", show_default=True,
+              help="random: seeded (table: stable hash of each row id); stratified: iterative multilabel stratification")
 @click.option("--labels", "labels_mode", default=None, help="movieposters: altered (default) | original")
 @click.option("--voc-difficult", type=click.Choice(["positive", "ignore", "negative"]), default=None)
 @click.option("--text-column", default=None, help="table: text column")

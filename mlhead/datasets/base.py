@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from ..errors import DatasetError  # noqa: F401  (re-exported)
 
+import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,7 +26,7 @@ import numpy as np
 
 DATASETS: dict[str, type["DatasetLoader"]] = {}
 SPLIT_FRACTIONS = (0.6, 0.2, 0.2)
-SPLIT_MODES = ("random", "paper-contiguous")
+SPLIT_MODES = ("random", "paper-contiguous", "stratified")
 LABEL_SEPARATORS = "|,;\t"
 
 
@@ -64,6 +65,10 @@ class LoadedDataset:
     def multi_hot(self, split: str) -> np.ndarray:
         """Labels of ``split`` as a multi-hot uint8 array N x C (column order = ``classes``)."""
         return multi_hot([e.labels for e in self.splits[split]], self.classes)
+
+    def rows_without_labels(self) -> dict[str, int]:
+        """Split -> number of examples with an empty label set (all-zero multi-hot rows)."""
+        return {s: sum(not e.labels for e in examples) for s, examples in self.splits.items()}
 
 
 class DatasetLoader:
@@ -119,10 +124,13 @@ def split_indices(n: int, seed: int, mode: str = "random",
 
     ``random``: a seeded permutation (numpy default_rng(seed)) cut 60/20/20; each split keeps
     permutation order. ``paper-contiguous``: file order head/middle/tail, as the paper's code did.
-    Sizes are floor(0.6n), floor(0.2n) and the rest. Raises DatasetError for an unknown mode.
+    Sizes are floor(0.6n), floor(0.2n) and the rest. Raises DatasetError for an unknown mode and for
+    ``stratified``, which needs the labels (:func:`apply_split`).
     """
     if mode not in SPLIT_MODES:
         raise DatasetError(f"unknown split mode {mode!r}; valid: {', '.join(SPLIT_MODES)}")
+    if mode == "stratified":
+        raise DatasetError("--split-mode stratified needs the labels: use apply_split(examples, ...)")
     order = np.arange(n) if mode == "paper-contiguous" else np.random.default_rng(seed).permutation(n)
     n_train, n_val = int(fractions[0] * n), int(fractions[1] * n)
     return {"train": order[:n_train], "val": order[n_train:n_train + n_val], "test": order[n_train + n_val:]}
@@ -135,26 +143,48 @@ def carve_val(examples: list[Example], seed: int, fraction: float = 0.2) -> tupl
     return [examples[i] for i in sorted(perm[n_val:])], [examples[i] for i in sorted(perm[:n_val])]
 
 
-def apply_split(examples: list[Example], seed: int, mode: str) -> dict[str, list[Example]]:
-    """:func:`split_indices` applied to a list of examples."""
+def apply_split(examples: list[Example], seed: int, mode: str, where: str | Path = "") -> dict[str, list[Example]]:
+    """:func:`split_indices` applied to a list of examples; ``stratified``: iterative multilabel
+    stratification over the examples' labels (:func:`mlhead.datasets.splits.stratified_split`;
+    ``where`` names the data in its error)."""
+    if mode == "stratified":
+        from .splits import stratified_split
+
+        classes = sorted({c for e in examples for c in e.labels})
+        return stratified_split(examples, classes, seed, where or "dataset")
     return {s: [examples[i] for i in idx] for s, idx in split_indices(len(examples), seed, mode).items()}
 
 
 def parse_labels(raw: str | Iterable[str] | None, sep: str, where: str,
-                 classes: Sequence[str] | None = None) -> list[str]:
+                 classes: Sequence[str] | None = None, allow_empty: bool = False) -> list[str]:
     """Parse one labels field into class names.
 
     ``raw`` is a string split on ``sep`` (whitespace around names stripped) or a list of names (a
-    JSON list: names taken as given, whitespace stripped, no splitting). Raises DatasetError naming
-    ``where`` for: an empty field or empty list, an empty name (e.g. ``a||b``), a name in a string
-    field containing another common separator (a wrong ``--label-sep``), a list element that is not
-    a string or an integer, a value that is neither, or a name not in ``classes`` (when given).
-    Duplicates are dropped, order kept.
+    JSON list: names taken as given, whitespace stripped, no splitting). With ``allow_empty`` an empty
+    or blank field, an empty list and None mean "no labels" (``[]``: an all-zero multi-hot row).
+    Raises DatasetError naming ``where`` for: an empty field or list (without ``allow_empty``), an
+    empty name (e.g. ``a||b``), a name in a string field containing another common separator (a wrong
+    ``--label-sep``, or a class name holding a separator: write the field as a JSON list), a list
+    element that is not a string or an integer, a value that is neither, or a name not in ``classes``
+    (when given). Duplicates are dropped, order kept.
     """
     if not sep:
         raise DatasetError(f"{where}: empty label separator")
-    if raw is None or (isinstance(raw, str) and not raw.strip()):
-        raise DatasetError(f"{where}: empty labels field")
+    if raw is None or (isinstance(raw, str) and not raw.strip()) or (isinstance(raw, (list, tuple)) and not raw):
+        if allow_empty:
+            return []
+        raise DatasetError(f"{where}: empty labels " + ("list" if isinstance(raw, (list, tuple)) else "field"))
+    names = _label_names(raw, sep, where)
+    for name in names:
+        if classes is not None and name not in classes:
+            raise DatasetError(f"{where}: unknown label {name!r}; known: {', '.join(classes)}"
+                               + _joined_class_hint(sep, classes))
+    return list(dict.fromkeys(names))
+
+
+def _label_names(raw, sep: str, where: str) -> list[str]:
+    """The names of a non-empty labels field (see :func:`parse_labels`), each checked non-empty and,
+    in a string field, free of the other common separators."""
     if isinstance(raw, str):
         names = [x.strip() for x in raw.split(sep)]
     elif isinstance(raw, (list, tuple)):
@@ -162,21 +192,27 @@ def parse_labels(raw: str | Iterable[str] | None, sep: str, where: str,
         if bad:
             raise DatasetError(f"{where}: label {bad[0]!r} in {raw!r} is not a name (expected strings)")
         names = [str(x).strip() for x in raw]
-        if not names:
-            raise DatasetError(f"{where}: empty labels list")
     else:
         raise DatasetError(f"{where}: labels field {raw!r} is neither a string nor a list of names")
     if any(not x for x in names):
         hint = f" (separator {sep!r})" if isinstance(raw, str) else ""
         raise DatasetError(f"{where}: empty label in {raw!r}{hint}")
-    for name in names:
-        other = [c for c in LABEL_SEPARATORS if c != sep and c in name] if isinstance(raw, str) else []
+    for name in names if isinstance(raw, str) else ():
+        other = [c for c in LABEL_SEPARATORS if c != sep and c in name]
         if other:
             raise DatasetError(f"{where}: label {name!r} contains {other[0]!r}: wrong label separator "
-                               f"(using {sep!r})?")
-        if classes is not None and name not in classes:
-            raise DatasetError(f"{where}: unknown label {name!r}; known: {', '.join(classes)}")
-    return list(dict.fromkeys(names))
+                               f"(using {sep!r})? If {other[0]!r} is part of a class name, write the labels "
+                               f"field as a JSON list, e.g. {json.dumps([name, 'other'])}")
+    return names
+
+
+def _joined_class_hint(sep: str, classes: Sequence[str]) -> str:
+    """A hint when a known class name contains the separator (so the field was cut inside it)."""
+    holding = [c for c in classes if sep in c]
+    if not holding:
+        return ""
+    return (f" (class {holding[0]!r} contains the separator {sep!r}: write the labels field as a JSON list, "
+            f"e.g. {json.dumps([holding[0]])})")
 
 
 def multi_hot(label_lists: Sequence[Sequence[str]], classes: Sequence[str]) -> np.ndarray:
