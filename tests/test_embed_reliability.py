@@ -69,10 +69,15 @@ def read_csv(path: Path) -> list[dict]:
         return list(csv.DictReader(fh))
 
 
+# the tables here are tiny (8-24 rows): a file-order split keeps every split non-empty and its size known
+# (the default hash split can leave one empty, which is an error); a later --split-mode in extra wins
+SMALL_TABLE_SPLIT = ("--split-mode", "paper-contiguous")
+
+
 def image_args(table: Path, cache_dir: Path, *extra):
     return ["embed", "--dataset", "table", "--data-dir", table, "--image-column", "image", "--id-column", "id",
             "--backbone", TINY_IMAGE_BACKBONE, "--random-init", "--precision", "fp32", "--batch-size", 4,
-            "--workers", 0, "--cache-dir", cache_dir, *extra]
+            "--workers", 0, "--cache-dir", cache_dir, *SMALL_TABLE_SPLIT, *extra]
 
 
 def text_table(folder: Path, n: int = 16) -> Path:
@@ -88,7 +93,7 @@ def text_table(folder: Path, n: int = 16) -> Path:
 def text_args(table: Path, model: Path, cache_dir: Path, *extra):
     return ["embed", "--dataset", "table", "--data-dir", table, "--text-column", "text", "--id-column", "id",
             "--backbone", model, "--random-init", "--precision", "fp32", "--batch-size", 4, "--workers", 0,
-            "--cache-dir", cache_dir, *extra]
+            "--cache-dir", cache_dir, *SMALL_TABLE_SPLIT, *extra]
 
 
 def sha(path: Path) -> str:
@@ -204,9 +209,9 @@ def test_interrupt_flushes_and_resume_matches_text(tmp_path, tiny_text_model):
     """Ctrl-C (KeyboardInterrupt) keeps every batch appended so far; the resumed run equals a clean run."""
     from mlhead.embed import EmbedConfig, embed
 
-    table = text_table(tmp_path, 20)  # train 12 rows = 3 batches of 4
+    table = text_table(tmp_path, 20)  # train 12 rows (file-order split) = 3 batches of 4
     kw = dict(backbone=str(tiny_text_model), random_init=True, precision="fp32", batch_size=4, workers=0,
-              dataset_options={"text_column": "text", "id_column": "id"})
+              split_mode="paper-contiguous", dataset_options={"text_column": "text", "id_column": "id"})
     with pytest.raises(KeyboardInterrupt):
         embed(EmbedConfig("table", table, tmp_path / "a", **kw), stop_after_batches=3)
     path = next((tmp_path / "a").rglob("*.h5.partial"))
@@ -225,9 +230,9 @@ def test_progress_per_split_with_one_loader_and_resume(tmp_path, tiny_text_model
     size; the batches never straddle splits (a resume mid-train gives the clean run's file)."""
     from mlhead.embed import EmbedConfig, embed
 
-    table = text_table(tmp_path, 20)  # 12 / 4 / 4 rows; batches of 5: train 5+5+2, val 4, test 4
+    table = text_table(tmp_path, 20)  # file-order split 12 / 4 / 4 rows; batches of 5: train 5+5+2, val 4, test 4
     kw = dict(backbone=str(tiny_text_model), random_init=True, precision="fp32", batch_size=5, workers=1,
-              dataset_options={"text_column": "text", "id_column": "id"})
+              split_mode="paper-contiguous", dataset_options={"text_column": "text", "id_column": "id"})
     with pytest.raises(KeyboardInterrupt):
         embed(EmbedConfig("table", table, tmp_path / "a", **kw), stop_after_batches=1)
     calls = []
@@ -246,6 +251,7 @@ def test_cli_fit_refuses_incomplete_cache(tmp_path):
     with pytest.raises(KeyboardInterrupt):
         embed(EmbedConfig("table", table, tmp_path / "cache", backbone=TINY_IMAGE_BACKBONE, random_init=True,
                           precision="fp32", batch_size=4, workers=0,
+                          split_mode="paper-contiguous",
                           dataset_options={"image_column": "image", "id_column": "id"}), stop_after_batches=1)
     path = one_cache(tmp_path / "cache")
     res = cli(["fit", "--cache", path, "--epochs", 1, "--runs-dir", tmp_path / "runs"], code=2)
@@ -274,7 +280,7 @@ def test_cli_eval_refuses_run_of_another_cache(tmp_path):
     assert open_cache(path).fingerprint == fp
     cli(["eval", "--runs-dir", runs])
     # rebuilt from other inputs (another split): the head was fitted on rows now in test -> refused
-    cli(image_args(table, cache_dir, "--force", "--split-seed", 45))
+    cli(image_args(table, cache_dir, "--force", "--split-mode", "random", "--split-seed", 45))
     res = cli(["eval", "--runs-dir", runs], code=2)
     assert "fitted on a cache with fingerprint" in res.output and "refit" in res.output
 
@@ -310,7 +316,7 @@ IMAGE_CHANGES = {
     "inputs/image": ("inputs", _touch_image, []),
     "inputs/csv": ("inputs", _edit_csv, []),
     "split_seed": ("split_seed", None, ["--split-seed", 45]),
-    "split_mode": ("split_mode", None, ["--split-mode", "paper-contiguous"]),
+    "split_mode": ("split_mode", None, ["--split-mode", "stratified"]),
     "backbone": ("backbone", None, ["--backbone", "test_resnet"]),
     "precision": ("precision", None, ["--precision", "bf16"]),
 }
@@ -379,6 +385,7 @@ def test_partial_with_other_inputs_is_not_resumed(tmp_path):
     with pytest.raises(KeyboardInterrupt):
         embed(EmbedConfig("table", table, tmp_path / "cache", backbone=TINY_IMAGE_BACKBONE, random_init=True,
                           precision="fp32", batch_size=4, workers=0,
+                          split_mode="paper-contiguous",
                           dataset_options={"image_column": "image", "id_column": "id"}), stop_after_batches=1)
     res = cli(image_args(table, tmp_path / "cache", "--split-seed", 7), code=2)
     assert "interrupted embed with different inputs" in res.output and "split_seed" in res.output
@@ -599,6 +606,7 @@ def test_cache_info_complete_partial_and_incomplete(tmp_path):
     with pytest.raises(KeyboardInterrupt):
         embed(EmbedConfig("table", table, tmp_path / "cache", backbone=TINY_IMAGE_BACKBONE, random_init=True,
                           precision="fp32", batch_size=4, workers=0,
+                          split_mode="paper-contiguous",
                           dataset_options={"image_column": "image", "id_column": "id"}), stop_after_batches=1)
     partial_target = one_cache(tmp_path / "cache")
     info = cache_info(partial_target)

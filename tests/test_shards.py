@@ -15,10 +15,10 @@ from mlhead.cache import CacheError, fingerprint_digest, merge_shards, merged_pa
 from mlhead.embed import EmbedConfig, embed
 
 N = 3
-# batch 2 divides every shard boundary of the 18/6/6 split into 3: shards and the single run see the
-# same batches, so even batch-size dependent kernels give bit-identical embeddings
+# batch 2 divides every shard boundary of the 18/6/6 (file-order) split into 3: shards and the single run see
+# the same batches, so even batch-size dependent kernels give bit-identical embeddings
 KW = {"backbone": TINY_IMAGE_BACKBONE, "random_init": True, "precision": "fp32", "batch_size": 2, "workers": 0,
-          "dataset_options": {"image_column": "image", "id_column": "id"}}
+      "split_mode": "paper-contiguous", "dataset_options": {"image_column": "image", "id_column": "id"}}
 
 
 def _write_table(root: Path, corrupt: tuple[int, ...] = ()) -> Path:
