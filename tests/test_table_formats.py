@@ -82,15 +82,15 @@ def test_empty_labels_error_option_and_no_labels_at_all(tmp_path):
 
 def test_one_class_table_embeds_into_a_c1_cache(tmp_path, tiny_text_model):
     from mlhead.cache import cache_info, open_cache, verify_cache
-    from mlhead.embed import embed
+    from mlhead.embed import EmbedConfig, embed
 
     rows = [f"spam text {i},{'spam' if i % 2 else ''},{SPLITS[i % 3]}" for i in range(12)]
     path = write_csv(tmp_path / "spam.csv", "text,labels,split", rows)
     data = load(path, split_column="split")
     assert data.classes == ["spam"] and data.multi_hot("val").shape == (4, 1)
-    res = embed("table", path, tmp_path / "cache", backbone=str(tiny_text_model), random_init=True,
-                precision="fp32", workers=0, pooling="mean",
-                dataset_options={"text_column": "text", "split_column": "split"})
+    res = embed(EmbedConfig("table", path, tmp_path / "cache", backbone=str(tiny_text_model), random_init=True,
+                            precision="fp32", workers=0, pooling="mean",
+                            dataset_options={"text_column": "text", "split_column": "split"}))
     assert any("6 rows without labels" in n for n in res.notes)
     c = open_cache(res.path)
     X, Y, ids = c.load("train")
@@ -132,14 +132,14 @@ def test_train_test_only_gets_a_seeded_val_carved_from_train(tmp_path):
 
 
 def test_empty_split_is_a_clear_error_at_load_and_embed(tmp_path):
-    from mlhead.embed import embed
+    from mlhead.embed import EmbedConfig, embed
 
     path = write_csv(tmp_path / "t.csv", "text,labels,split", [f"t{i},a,{['train', 'val'][i % 2]}" for i in range(6)])
     with pytest.raises(DatasetError, match=rf"{path}: split 'test' is empty \(train 3, val 3, test 0; split column"):
         load(path, split_column="split")
     with pytest.raises(DatasetError, match="split 'test' is empty"):
-        embed("table", path, tmp_path / "cache", backbone="none", dataset_options={"text_column": "text",
-                                                                                   "split_column": "split"})
+        embed(EmbedConfig("table", path, tmp_path / "cache", backbone="none",
+                          dataset_options={"text_column": "text", "split_column": "split"}))
     tiny = write_csv(tmp_path / "tiny.csv", "text,labels", ["a,x", "b,y"])
     with pytest.raises(DatasetError, match=r"tiny\.csv: split '(val|test|train)' is empty .*hash split"):
         load(tiny)
