@@ -64,7 +64,7 @@ class EmbedResult:
 # ------------------------------------------------------------------------------ input pipeline
 
 
-class _Rows(Dataset):
+class Rows(Dataset):
     """Rows read by ``read`` (an encoder's picklable per-row reader); a bad row yields its error string
     instead of an item.
 
@@ -101,7 +101,7 @@ class _Rows(Dataset):
             self._pool = None
 
 
-class _Collate:
+class Collate:
     """Picklable DataLoader ``collate_fn``: ``(row indices, encoder.collate(good items) or None,
     {row index: error})``."""
 
@@ -115,7 +115,8 @@ class _Collate:
         return idx, self.collate(good) if good else None, errors
 
 
-def _to_device(batch, device: torch.device):
+def to_device(batch, device: torch.device):
+    """A collated batch (a tensor, or a dict of tensors for texts) moved to ``device``."""
     if isinstance(batch, dict):
         return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
     return batch.to(device, non_blocking=True)
@@ -261,9 +262,17 @@ def plan_embed(config: EmbedConfig) -> EmbedPlan:
     bb = _resolve_encoder(config, data)
     prec = resolve_precision(config.precision, dev) if bb else "fp32"
     fields = cache_fields(data, data_dir, bb, prec, config.on_error, config.shard)
+    if bb is not None:  # where the weights were read (not fingerprinted: a moved file is the same weights)
+        fields = CacheFields(fields.fingerprint, {**fields.attrs, "weights": _weights_attr(config.weights)})
     path = Path(config.output) if config.output else cache_path(
         Path(config.cache_dir), data.cache_name or config.dataset, bb.name if bb else "none", config.shard)
     return EmbedPlan(config, data, bb, dev, prec, path, fields, bb.dim if bb else _features_dim(data))
+
+
+def _weights_attr(weights) -> str:
+    """The cache's ``weights`` attr: the absolute ``--weights`` path (``mlhead predict`` rebuilds the encoder
+    from it and checks its sha256), ``""`` for a preset's default location or the hub."""
+    return str(Path(weights).resolve()) if weights is not None else ""
 
 
 # ---------------------------------------------------------------------------------------- embed
@@ -396,18 +405,18 @@ def _embed_splits(writer, slices, data, bb, dev, prec, batch_size, workers, on_e
     n_workers = bb.default_workers(dev) if workers is None else workers
     # in this process, an encoder with heavy rows (images) reads a batch with every core
     threads = torch.get_num_threads() if bb.threaded_read and not n_workers else 1
-    rows = _Rows(todo, bb.read, threads=threads)
+    rows = Rows(todo, bb.read, threads=threads)
     dl = DataLoader(rows, batch_sampler=[idx for _, idx in batches], num_workers=n_workers,
-                    collate_fn=_Collate(bb.collate),
+                    collate_fn=Collate(bb.collate),
                     pin_memory=dev.type == "cuda", persistent_workers=False,
                     prefetch_factor=4 if n_workers else None)
     try:
         for (split, _), (idx, batch, errors) in zip(batches, dl):
             announce(split)
-            bad = _bad_rows(errors, todo, bb, on_error)
+            bad = bad_rows(errors, todo, bb, on_error)
             keep = [i for i in idx if i not in errors]
             start = writer.consumed(split)
-            emb_np = _encode(bb, batch, dev, prec, f"{split} rows {start}..{start + len(idx)}") \
+            emb_np = encode_batch(bb, batch, dev, prec, f"{split} rows {start}..{start + len(idx)}") \
                 if keep else np.zeros((0, bb.dim), np.float32)
             writer.append(split, emb_np, labels[keep], [todo[i].id for i in keep], skipped=bad)
             if progress:
@@ -417,7 +426,7 @@ def _embed_splits(writer, slices, data, bb, dev, prec, batch_size, workers, on_e
         rows.close()
 
 
-def _bad_rows(errors: dict, todo: list, encoder: Encoder, on_error: str) -> list[dict]:
+def bad_rows(errors: dict, todo: list, encoder: Encoder, on_error: str) -> list[dict]:
     """Unreadable rows of a batch -> DatasetError naming file and row (``raise``) or skip records."""
     bad = []
     for i, err in errors.items():
@@ -429,9 +438,12 @@ def _bad_rows(errors: dict, todo: list, encoder: Encoder, on_error: str) -> list
     return bad
 
 
-def _encode(bb: Encoder, batch, dev, prec: str, where: str) -> np.ndarray:
+def encode_batch(bb: Encoder, batch, dev, prec: str, where: str) -> np.ndarray:
+    """Embeddings (float32 N x D numpy) of a collated ``batch`` under ``prec`` autocast on ``dev``.
+
+    Raises :class:`~mlhead.errors.NumericalError` (a FloatingPointError) naming ``where`` for NaN/inf."""
     with autocast(dev, prec):
-        emb = bb.encode(_to_device(batch, dev))
+        emb = bb.encode(to_device(batch, dev))
     emb_np = emb.float().cpu().numpy()
     if not np.isfinite(emb_np).all():
         raise FloatingPointError(f"non-finite embeddings in {where}; try --precision fp32")

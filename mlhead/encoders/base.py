@@ -127,8 +127,9 @@ class PILToHWC:
 
 
 class ImageReader:
-    """Picklable ``read``: an image file path -> ``transform(RGB image)`` (uint8 H x W x C after
-    :func:`split_uint8`). Raises whatever PIL raises for a missing, truncated or corrupt file."""
+    """Picklable ``read``: an image file path (or an open PIL image) -> ``transform(RGB image)`` (uint8
+    H x W x C after :func:`split_uint8`). Raises whatever PIL raises for a missing, truncated or corrupt
+    file."""
 
     def __init__(self, transform: Callable):
         self.transform = transform
@@ -136,6 +137,8 @@ class ImageReader:
     def __call__(self, path) -> torch.Tensor:
         from PIL import Image
 
+        if isinstance(path, Image.Image):  # mlhead.load(...).predict([pil_image])
+            return self.transform(path.convert("RGB"))
         with Image.open(path) as img:
             img.load()
             return self.transform(img.convert("RGB"))

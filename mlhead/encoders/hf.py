@@ -103,6 +103,11 @@ class HFTextEncoder(Encoder):
     @torch.inference_mode()
     def encode(self, batch: dict) -> torch.Tensor:
         """Embeddings N x D float32: first token or attention-masked mean of the last hidden state."""
+        return self.forward(batch)
+
+    def forward(self, batch: dict) -> torch.Tensor:
+        """:meth:`encode` without inference mode (traceable: ``mlhead export`` runs it under the ONNX
+        exporter). ``batch``: int64 N x L ``input_ids`` and ``attention_mask`` (others passed on)."""
         out = self.model(**batch).last_hidden_state
         if self.pooling == "cls":
             emb = out[:, 0]
