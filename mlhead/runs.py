@@ -345,6 +345,24 @@ def write_evaluation(run_dir, split: str, rule: dict, metrics: dict, per_class: 
     return path
 
 
+def last_rule(run_dir) -> DecisionRule:
+    """The decision rule a run was last evaluated with (``metrics.json``, which ``mlhead eval`` writes;
+    per-class thresholds included when ``--tune-thresholds`` tuned them), else the run's validation rule
+    (``config.json`` ``val_rule``). ``mlhead predict`` and ``mlhead export`` use it by default.
+
+    Raises RunError naming ``metrics.json`` when it is unreadable or its rule invalid."""
+    path = Path(run_dir) / "metrics.json"
+    if not path.is_file():
+        return load_run_config(run_dir).rule
+    try:
+        rule = json.loads(path.read_text()).get("rule")
+        if isinstance(rule, dict) and "activation" in rule:
+            return DecisionRule.from_dict({k: v for k, v in rule.items() if k != "slug"})
+    except (json.JSONDecodeError, UnicodeDecodeError, AttributeError, ValueError) as e:
+        raise RunError(f"{path}: cannot read the decision rule ({e}); rerun `mlhead eval --run {run_dir}`") from None
+    return load_run_config(run_dir).rule  # an old metrics.json that names its rule only
+
+
 def resolve_rule(run_dir, rule: DecisionRule | None = None, cache=None) -> DecisionRule:
     """``rule`` (default: softmax>=0.05) with per-class thresholds tuned on its ``tuned_on`` split of
     the run's cache when it is a ``--tune-thresholds`` recipe (:attr:`DecisionRule.needs_tuning`)."""
