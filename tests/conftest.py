@@ -101,3 +101,78 @@ def make_cache(path: Path, n=(120, 40, 40), dim=16, n_classes=5, seed=0) -> Path
         splits[name] = (X, Y, [f"{name}{i}" for i in range(m)])
     return write_cache(path, splits, [f"c{j}" for j in range(n_classes)],
                        attrs={"dataset": "synthetic", "backbone": "none"})
+
+
+# ------------------------------------------------------------- tiny fitted runs (predict, export)
+
+
+def fit_tiny_run(cache, runs_dir) -> Path:
+    """A crossentropy head (3 epochs, hidden 16) on ``cache``; returns the run directory."""
+    from mlhead.train import FitConfig, RunSpec, fit
+
+    rec = fit(cache, [RunSpec("crossentropy")], FitConfig(epochs=3, batch_size=8, hidden=16), runs_dir=runs_dir)[0]
+    return rec.path
+
+
+def embed_tiny(table, cache_dir, **kw) -> Path:
+    """``mlhead embed --dataset table`` in fp32, file-order splits; returns the cache path."""
+    from mlhead.embed import EmbedConfig, embed
+
+    return embed(EmbedConfig("table", table, cache_dir=cache_dir, precision="fp32", batch_size=8, workers=0,
+                             split_mode="paper-contiguous", **kw)).path
+
+
+def make_images(folder, n, seed=0) -> list[Path]:
+    """``n`` small random PNGs ``im00.png``... (heights vary) in ``folder``."""
+    from PIL import Image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    paths = []
+    for i in range(n):
+        paths.append(folder / f"im{i:02d}.png")
+        Image.fromarray((rng.random((30 + i % 7, 40, 3)) * 255).astype(np.uint8)).save(paths[-1])
+    return paths
+
+
+@pytest.fixture(scope="session")
+def image_run(tmp_path_factory):
+    """An image run: tiny timm encoder from a weights file, cache (fp32), crossentropy head, evaluated
+    under sigmoid>=0.5. Returns (run_dir, image paths by id, weights file)."""
+    from safetensors.torch import save_file
+
+    from mlhead.encoders import create_encoder
+    from mlhead.rules import DecisionRule
+    from mlhead.runs import evaluate_run
+
+    tmp = tmp_path_factory.mktemp("image_run")
+    paths = make_images(tmp / "images", 20)
+    weights = tmp / "weights" / "tiny.safetensors"
+    weights.parent.mkdir()
+    save_file(create_encoder(TINY_IMAGE_BACKBONE, random_init=True).model.state_dict(), str(weights))
+    table = tmp / "images.csv"
+    with open(table, "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["id", "image", "labels"])
+        w.writerows([p.stem, f"images/{p.name}", ["a", "b", "a|c", "b|c"][i % 4]] for i, p in enumerate(paths))
+    cache = embed_tiny(table, tmp / "cache", backbone=f"timm:{TINY_IMAGE_BACKBONE}", weights=weights,
+                       dataset_options={"image_column": "image", "id_column": "id"})
+    run_dir = fit_tiny_run(cache, tmp / "runs")
+    evaluate_run(run_dir, "test", DecisionRule("sigmoid", 0.5))
+    return run_dir, {p.stem: p for p in paths}, weights
+
+
+@pytest.fixture(scope="session")
+def text_run(tmp_path_factory, tiny_text_model):
+    """A text run on the tiny BERT (mean pooling, fp32 cache), never evaluated. Returns (run_dir, texts)."""
+    words = ["alpha", "beta", "gamma", "delta", "cat", "dog", "bird", "stock", "market", "news"]
+    tmp = tmp_path_factory.mktemp("text_run")
+    rng = np.random.default_rng(3)
+    texts = [" ".join(rng.choice(words, size=2 + i % 5)) for i in range(20)]
+    table = tmp / "texts.jsonl"
+    table.write_text("".join(json.dumps({"text": t, "labels": ["x", "y", "x|z"][i % 3]}) + "\n"
+                             for i, t in enumerate(texts)))
+    cache = embed_tiny(table, tmp / "cache", backbone=str(tiny_text_model), pooling="mean",
+                       dataset_options={"text_column": "text"})
+    run_dir = fit_tiny_run(cache, tmp / "runs")
+    return run_dir, texts

@@ -16,79 +16,13 @@ import pytest
 from PIL import Image
 
 import mlhead
-from conftest import TINY_IMAGE_BACKBONE
+from conftest import fit_tiny_run, make_images
 from mlhead.cache import open_cache
 from mlhead.errors import BackboneError, CacheError, ConfigError, DatasetError
 from mlhead.inputs import BadRow, InputOptions, iter_inputs
 from mlhead.predict import PredictionWriter, cache_batches, predict_to
 from mlhead.rules import DecisionRule
 from mlhead.runs import evaluate_run, predict as eval_logits
-
-WORDS = ["alpha", "beta", "gamma", "delta", "cat", "dog", "bird", "stock", "market", "news"]
-
-
-def _fit(cache, runs_dir):
-    from mlhead.train import FitConfig, RunSpec, fit
-
-    rec = fit(cache, [RunSpec("crossentropy")], FitConfig(epochs=3, batch_size=8, hidden=16), runs_dir=runs_dir)[0]
-    return rec.path
-
-
-def _embed(table, cache_dir, **kw):
-    from mlhead.embed import EmbedConfig, embed
-
-    return embed(EmbedConfig("table", table, cache_dir=cache_dir, precision="fp32", batch_size=8, workers=0,
-                             split_mode="paper-contiguous", **kw)).path
-
-
-def make_images(folder, n, seed=0):
-    folder.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(seed)
-    paths = []
-    for i in range(n):
-        paths.append(folder / f"im{i:02d}.png")
-        Image.fromarray((rng.random((30 + i % 7, 40, 3)) * 255).astype(np.uint8)).save(paths[-1])
-    return paths
-
-
-@pytest.fixture(scope="module")
-def image_run(tmp_path_factory):
-    """An image run: tiny timm encoder from a weights file, cache (fp32), crossentropy head, evaluated
-    under sigmoid>=0.5. Returns (run_dir, image paths by id, weights file)."""
-    from safetensors.torch import save_file
-
-    from mlhead.encoders import create_encoder
-
-    tmp = tmp_path_factory.mktemp("image_run")
-    paths = make_images(tmp / "images", 20)
-    weights = tmp / "weights" / "tiny.safetensors"
-    weights.parent.mkdir()
-    save_file(create_encoder(TINY_IMAGE_BACKBONE, random_init=True).model.state_dict(), str(weights))
-    table = tmp / "images.csv"
-    with open(table, "w", newline="") as fh:
-        w = csv.writer(fh)
-        w.writerow(["id", "image", "labels"])
-        w.writerows([p.stem, f"images/{p.name}", ["a", "b", "a|c", "b|c"][i % 4]] for i, p in enumerate(paths))
-    cache = _embed(table, tmp / "cache", backbone=f"timm:{TINY_IMAGE_BACKBONE}", weights=weights,
-                   dataset_options={"image_column": "image", "id_column": "id"})
-    run_dir = _fit(cache, tmp / "runs")
-    evaluate_run(run_dir, "test", DecisionRule("sigmoid", 0.5))
-    return run_dir, {p.stem: p for p in paths}, weights
-
-
-@pytest.fixture(scope="module")
-def text_run(tmp_path_factory, tiny_text_model):
-    tmp = tmp_path_factory.mktemp("text_run")
-    rng = np.random.default_rng(3)
-    texts = [" ".join(rng.choice(WORDS, size=2 + i % 5)) for i in range(20)]
-    table = tmp / "texts.jsonl"
-    table.write_text("".join(json.dumps({"text": t, "labels": ["x", "y", "x|z"][i % 3]}) + "\n"
-                             for i, t in enumerate(texts)))
-    cache = _embed(table, tmp / "cache", backbone=str(tiny_text_model), pooling="mean",
-                   dataset_options={"text_column": "text"})
-    run_dir = _fit(cache, tmp / "runs")
-    return run_dir, texts
-
 
 def test_image_predictions_equal_eval_on_the_cache(image_run):
     run_dir, paths, _ = image_run
@@ -235,7 +169,7 @@ def test_features_cache_runs_predict_only_on_arrays(tmp_path):
     from conftest import make_cache
 
     cache = make_cache(tmp_path / "c.h5", dim=6, n_classes=3)
-    clf = mlhead.load(_fit(cache, tmp_path / "runs"))
+    clf = mlhead.load(fit_tiny_run(cache, tmp_path / "runs"))
     assert clf.scores(np.ones((2, 6), np.float32)).shape == (2, 3)
     with pytest.raises(BackboneError, match="without an encoder"):
         clf.predict(["x.png"])
