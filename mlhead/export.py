@@ -205,7 +205,8 @@ def model_card(clf, run_dir: Path, diff: float | None) -> str:
                                                else "`pixels`") + "; outputs `logits`, `scores`), `labels.json`, "
              "`rule.json`, `preprocessing.json`" + (", `tokenizer/`" if spec["modality"] == "text" else "") + ".",
              "See mlhead's docs/export.md for a script that labels inputs with onnxruntime, numpy and Pillow.",
-             "" if diff is None else f"\nExport check: max |onnxruntime - torch| of the scores on a sample = {diff:.2e}.",
+             "" if diff is None else
+             f"\nExport check: max |onnxruntime - torch| of the scores on a sample = {diff:.2e}.",
              ""]
     return "\n".join(lines)
 

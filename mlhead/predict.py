@@ -231,6 +231,15 @@ def load(run_dir: str | os.PathLike, *, rule: DecisionRule | None = None, weight
     return Classifier(head, config, rule, spec, weights, dev, prec, batch_size)
 
 
+def rule_with(base: DecisionRule, activation: str | None = None, threshold: float | None = None,
+              top_k: int | None = None) -> DecisionRule:
+    """``base`` unless an override is given (``--activation/--threshold/--top-k``); then the rule those
+    give, with ``base``'s activation when ``activation`` is None. Raises ConfigError for an invalid rule."""
+    if activation is None and threshold is None and top_k is None:
+        return base
+    return DecisionRule(activation or base.activation, threshold, top_k)
+
+
 # ------------------------------------------------------------------------------------ streamed output
 
 
@@ -366,3 +375,24 @@ class PredictionWriter:
         except OSError as e:
             self._tmp.unlink(missing_ok=True)
             raise StorageError(f"cannot write -o {self.path}: {e.strerror or e}") from None
+
+
+def predict_inputs(clf: Classifier, inputs: Sequence[str | Path], options, output=None, on_error: str = "raise",
+                   top_scores: int | None = None, progress: Callable[[int], None] | None = None,
+                   stream=None) -> PredictSummary:
+    """``mlhead predict --run RUN INPUT...``: every row of ``inputs`` (:func:`mlhead.inputs.iter_inputs`
+    with :class:`~mlhead.inputs.InputOptions` ``options``) through ``clf`` into ``output`` (see
+    :func:`predict_to`); bad rows raise or are skipped and listed (``on_error``)."""
+    from .inputs import iter_inputs
+
+    skipped: list[dict] = []
+    rows = iter_inputs(inputs, options)
+    return predict_to(clf, clf.iter_logits(rows, on_error, skipped), output, top_scores, progress, skipped, stream)
+
+
+def predict_cache(clf: Classifier, cache_path, split: str | None = None, output=None, top_scores: int | None = None,
+                  progress: Callable[[int], None] | None = None, stream=None) -> PredictSummary:
+    """``mlhead predict --run RUN --cache FILE``: the embeddings of ``cache_path`` (every split, or
+    ``split``; labels unused) through ``clf``'s head into ``output`` (see :func:`predict_to`)."""
+    _, batches = cache_batches(clf, cache_path, split)
+    return predict_to(clf, batches, output, top_scores, progress, None, stream)
