@@ -6,7 +6,7 @@ Every INPUT expands lazily, in the order given, into :class:`~mlhead.datasets.Ex
 
 * ``-``: stdin, one input per line (a text, or an image path for an image run);
 * a folder: its image files, recursively, in sorted path order (image runs);
-* a table (``.csv``, ``.tsv``, ``.jsonl``/``.ndjson``/``.json``): one row per record, read by the
+* a table (``.csv``, ``.tsv``, ``.jsonl``/``.ndjson``/``.json``, ``.parquet``): one row per record, read by the
   ``table`` dataset's reader; the input column is ``--text-column`` / ``--image-column`` (default: a column
   named ``text`` / ``image``), the id ``--id-column`` (default: the row number, 0-based, as ``mlhead embed``
   numbers table rows); a labels column may be present and is ignored; image paths are relative to the table;
@@ -27,7 +27,7 @@ from .datasets.base import Example
 from .errors import ConfigError, DatasetError
 
 #: file suffixes read as tables (the ``table`` dataset's formats)
-TABLE_SUFFIXES = (".csv", ".tsv", ".jsonl", ".ndjson", ".json")
+TABLE_SUFFIXES = (".csv", ".tsv", ".jsonl", ".ndjson", ".json", ".parquet", ".pq")
 #: file suffixes a folder's images are recognised by (case-insensitive)
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm")
 MODALITIES = ("image", "text")
