@@ -13,6 +13,8 @@ import math
 import torch
 from torch import nn
 
+from . import normalize as N
+
 
 def init_linear(fan_in: int, fan_out: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
     """nn.Linear's default init (kaiming-uniform a=sqrt(5), i.e. U(-1/sqrt(fan_in), 1/sqrt(fan_in)) for
@@ -37,17 +39,19 @@ def init_head_state(dim: int, hidden: int, n_classes: int, seed: int) -> dict[st
 class MLPHead(nn.Module):
     """Linear(D->H) -> ReLU -> Linear(H->C) (or Linear(D->C) when ``hidden == 0``).
 
-    forward: embeddings B x D float -> logits B x C. ``standardize=True`` adds buffers
-    ``input_mean``/``input_std`` (D) applied to the input first.
+    forward: embeddings B x D float -> logits B x C, after :func:`mlhead.normalize.apply` with
+    ``normalize`` (``none``, ``l2``, ``standardize``); ``standardize`` adds buffers
+    ``input_mean``/``input_std`` (D) holding the train statistics. ``standardize=True`` is the older
+    spelling of ``normalize="standardize"``.
     """
 
-    def __init__(self, dim: int, hidden: int, n_classes: int, seed: int | None = None, standardize: bool = False):
+    def __init__(self, dim: int, hidden: int, n_classes: int, seed: int | None = None, standardize: bool = False,
+                 normalize: str = "none"):
         super().__init__()
         self.hidden = hidden
-        self.standardize = standardize
-        if standardize:  # x -> (x - mean) / std with the train split's statistics (``fit --standardize``)
-            self.register_buffer("input_mean", torch.zeros(dim))
-            self.register_buffer("input_std", torch.ones(dim))
+        self.normalize = N.check("standardize" if standardize else normalize)
+        for key in N.STAT_KEYS[self.normalize]:  # filled from head.safetensors
+            self.register_buffer(key, torch.zeros(dim) if key == "input_mean" else torch.ones(dim))
         if hidden == 0:
             self.fc = nn.Linear(dim, n_classes)
         else:
@@ -56,8 +60,7 @@ class MLPHead(nn.Module):
             self.load_state_dict(init_head_state(dim, hidden, n_classes, seed))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.standardize:
-            x = (x - self.input_mean) / self.input_std
+        x = N.apply(x, self.normalize, {k: getattr(self, k) for k in N.STAT_KEYS[self.normalize]})
         if self.hidden == 0:
             return self.fc(x)
         return self.fc2(torch.relu(self.fc1(x)))
@@ -91,6 +94,25 @@ class StackedHeads(nn.Module):
         if self.hidden == 0:
             return h
         return torch.baddbmm(self.b2, torch.relu(h), self.w2)
+
+    def slice_runs(self, name: str, t: torch.Tensor, keep: list[int]) -> torch.Tensor:
+        """The part of ``t`` -- parameter ``name`` (``w1``, ``b1``, ``w2``, ``b2``) or a tensor shaped
+        like it, e.g. its Adam moments -- that belongs to the runs ``keep`` (indices in 0..K-1, in order)."""
+        if name in ("w1", "b1"):
+            width = self.n_classes if self.hidden == 0 else self.hidden
+            cols = torch.cat([torch.arange(i * width, (i + 1) * width) for i in keep]).to(t.device)
+            return t.index_select(t.ndim - 1, cols)
+        return t.index_select(0, torch.tensor(keep, device=t.device))
+
+    def select_runs(self, keep: list[int]) -> StackedHeads:
+        """A new StackedHeads of the runs ``keep`` only (copies of their current weights): compaction
+        when runs stop, so the remaining runs' GEMM gets narrower."""
+        new = StackedHeads.__new__(StackedHeads)
+        nn.Module.__init__(new)
+        new.k, new.dim, new.hidden, new.n_classes = len(keep), self.dim, self.hidden, self.n_classes
+        for name, p in self.named_parameters():
+            setattr(new, name, nn.Parameter(self.slice_runs(name, p.detach(), keep).contiguous()))
+        return new
 
     def head_state(self, i: int) -> dict[str, torch.Tensor]:
         """Run ``i``'s weights as an ``MLPHead`` state_dict (float32, contiguous, on CPU): a copy that
