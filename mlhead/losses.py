@@ -4,8 +4,10 @@ Library contract (see ``DESIGN.md``)::
 
     LOSSES                      dict CLI name -> loss class (a torch.nn.Module subclass)
     ALIASES                     dict alias -> registered name ("bce" -> "crossentropy")
-    build(name, **options)      -> configured loss module (options validated, strings converted;
-                                   an alias builds its loss)
+    build(name, pos_weight=None, **options)
+                                -> configured loss module (options validated, strings converted;
+                                   an alias builds its loss; ``pos_weight`` C tensor for the losses
+                                   with ``POS_WEIGHT = True``)
     accepted_options(name, d)   -> the subset of ``d`` that loss ``name`` accepts
     describe()                  -> one dict per loss: name, source, reduction, options
     register(name)              class decorator adding a loss to LOSSES
@@ -61,6 +63,7 @@ __all__ = [
     "describe",
     "smooth_confusion",
     "confusion_entries",
+    "POS_WEIGHT_LOSSES",
 ]
 
 LOSSES: dict[str, type["Loss"]] = {}
@@ -258,16 +261,20 @@ def register(name: str) -> Callable[[type["Loss"]], type["Loss"]]:
     return deco
 
 
-def build(name: str, **options: Any) -> "Loss":
+def build(name: str, pos_weight: Tensor | None = None, **options: Any) -> "Loss":
     """Build the loss registered as ``name`` with ``options``.
 
     Option values may be strings (from the CLI); they are converted with the option's type.
+    ``pos_weight``: per-class weight of the positive term (C float tensor, finite, >= 0), with the
+    semantics of ``torch.nn.BCEWithLogitsLoss(pos_weight=...)``; only for the losses in
+    :data:`POS_WEIGHT_LOSSES` (``--pos-weight``).
 
     Raises:
         ValueError: unknown loss (lists valid names), unknown option (lists the loss's valid
-            options), failed conversion or out-of-range value (names option, value, valid range).
+            options), failed conversion or out-of-range value (names option, value, valid range);
+            ConfigError (a ValueError) for ``pos_weight`` on a loss that does not define it.
     """
-    return _lookup(name)(**options)
+    return _lookup(name)(pos_weight=pos_weight, **options)
 
 
 def accepted_options(name: str, options: dict[str, Any]) -> dict[str, Any]:
@@ -283,8 +290,9 @@ def accepted_options(name: str, options: dict[str, Any]) -> dict[str, Any]:
 def describe() -> list[dict[str, Any]]:
     """One entry per registered loss, in registration order.
 
-    Each entry: ``{"name", "aliases", "source", "reduction", "soft_targets", "options": [{"name",
-    "default", "valid", "help"}, ...]}``; ``aliases`` lists the :data:`ALIASES` of the loss.
+    Each entry: ``{"name", "aliases", "source", "reduction", "soft_targets", "pos_weight", "options":
+    [{"name", "default", "valid", "help"}, ...]}``; ``aliases`` lists the :data:`ALIASES` of the loss;
+    ``pos_weight`` says how the loss uses ``--pos-weight`` ("" when it does not accept it).
     """
     return [
         {
@@ -293,6 +301,7 @@ def describe() -> list[dict[str, Any]]:
             "source": cls.SOURCE,
             "reduction": cls.REDUCTION,
             "soft_targets": cls.SOFT_TARGETS,
+            "pos_weight": cls.POS_WEIGHT_DOC if cls.POS_WEIGHT else "",
             "options": [
                 {"name": k, "default": o.default, "valid": o.valid, "help": o.help}
                 for k, o in cls.OPTIONS.items()
@@ -315,8 +324,9 @@ class Loss(nn.Module):
     the same shape and dtype; returns a tensor of shape ``z.shape[:-2]``.  Leading dimensions are
     stacked runs, so every reduction must act on the last two dimensions only.
 
-    ``__init__(**options)`` validates options like :func:`build` and stores each one both in
-    ``self.options`` and as an attribute.
+    ``__init__(pos_weight=None, **options)`` validates options like :func:`build` and stores each one
+    both in ``self.options`` and as an attribute; ``pos_weight`` (C tensor) becomes the buffer
+    ``self.pos_weight`` (None when not given) for the losses with ``POS_WEIGHT = True``.
     """
 
     NAME: ClassVar[str] = ""
@@ -325,12 +335,17 @@ class Loss(nn.Module):
     REDUCTION: ClassVar[str] = ""
     #: True when targets in [0, 1] are meaningful; False -> targets must be exactly 0 or 1.
     SOFT_TARGETS: ClassVar[bool] = True
+    #: True when the loss has a positive term to weight per class (``--pos-weight``).
+    POS_WEIGHT: ClassVar[bool] = False
+    #: How ``pos_weight`` enters the loss (shown by ``mlhead losses``).
+    POS_WEIGHT_DOC: ClassVar[str] = ""
 
-    def __init__(self, **options: Any) -> None:
+    def __init__(self, pos_weight: Tensor | None = None, **options: Any) -> None:
         super().__init__()
         self.options: dict[str, Any] = _resolve_options(type(self), options)
         for k, v in self.options.items():
             setattr(self, k, v)
+        self.register_buffer("pos_weight", _check_pos_weight(type(self), pos_weight))
 
     def extra_repr(self) -> str:
         return ", ".join(f"{k}={v!r}" for k, v in self.options.items())
@@ -382,6 +397,22 @@ class Loss(nn.Module):
             example = y[bad].flatten()[0].item()
             raise ValueError(f"{name}: targets must be {allowed}; found {example!r}")
         return z, y.expand_as(z)
+
+
+def _check_pos_weight(cls: type[Loss], pos_weight: Tensor | None) -> Tensor | None:
+    """``pos_weight`` as a float32 C tensor (None stays None); ConfigError for a loss without a
+    positive term to weight, or for negative / non-finite weights."""
+    from .errors import ConfigError
+
+    if pos_weight is None:
+        return None
+    if not cls.POS_WEIGHT:
+        raise ConfigError(f"--pos-weight is not defined for --loss {cls.NAME}; it applies to "
+                          f"{', '.join(POS_WEIGHT_LOSSES)} (see `mlhead losses`)")
+    w = torch.as_tensor(pos_weight, dtype=torch.float32)
+    if w.ndim != 1 or not bool(torch.isfinite(w).all()) or bool((w < 0).any()):
+        raise ConfigError(f"{cls.NAME}: pos_weight must be a 1-D tensor of finite weights >= 0 (one per class)")
+    return w
 
 
 # --------------------------------------------------------------------------------------------
@@ -486,9 +517,11 @@ class CrossEntropyLoss(Loss):
 
     SOURCE = "torch.nn.functional.binary_cross_entropy_with_logits (sigmoidF1 baseline; ZLPR Eq. 14)"
     REDUCTION = "mean over batch and classes (= ZLPR Eq. 14 / C, averaged over the batch)"
+    POS_WEIGHT = True
+    POS_WEIGHT_DOC = "torch's pos_weight: -[w_c y log s(z) + (1-y) log s(-z)]"
 
     def _loss(self, z: Tensor, y: Tensor) -> Tensor:
-        return F.binary_cross_entropy_with_logits(z, y, reduction="none").mean((-2, -1))
+        return F.binary_cross_entropy_with_logits(z, y, reduction="none", pos_weight=self.pos_weight).mean((-2, -1))
 
 
 @register("focal")
@@ -511,11 +544,22 @@ class FocalLoss(Loss):
     }
     SOURCE = "torchvision.ops.sigmoid_focal_loss (Lin et al. 2017; ZLPR Eq. 19 with alpha=-1)"
     REDUCTION = "mean over batch and classes (torchvision reduction='mean')"
+    POS_WEIGHT = True
+    POS_WEIGHT_DOC = "torch's pos_weight inside the BCE term: alpha_t (1-p_t)^gamma BCE_w"
 
     def _loss(self, z: Tensor, y: Tensor) -> Tensor:
-        from torchvision.ops import sigmoid_focal_loss
+        if self.pos_weight is None:
+            from torchvision.ops import sigmoid_focal_loss
 
-        per = sigmoid_focal_loss(z, y, alpha=self.alpha, gamma=self.gamma, reduction="none")
+            per = sigmoid_focal_loss(z, y, alpha=self.alpha, gamma=self.gamma, reduction="none")
+            return per.mean((-2, -1))
+        # torchvision's formula with torch's pos_weight in the cross-entropy term
+        p = torch.sigmoid(z)
+        ce = F.binary_cross_entropy_with_logits(z, y, reduction="none", pos_weight=self.pos_weight)
+        p_t = p * y + (1 - p) * (1 - y)
+        per = ce * (1 - p_t) ** self.gamma
+        if self.alpha >= 0:
+            per = (self.alpha * y + (1 - self.alpha) * (1 - y)) * per
         return per.mean((-2, -1))
 
 
@@ -546,13 +590,18 @@ class AsymmetricLoss(Loss):
     }
     SOURCE = "Ridnik et al. 2021, Asymmetric Loss (reference AsymmetricLoss; sigmoidF1 VOC baseline)"
     REDUCTION = "sum over classes, mean over batch (reference -loss.sum() = this x batch size)"
+    POS_WEIGHT = True
+    POS_WEIGHT_DOC = "w_c multiplies the positive term y log(p) (as torch's pos_weight)"
 
     def _loss(self, z: Tensor, y: Tensor) -> Tensor:
         p = torch.sigmoid(z)
         p_neg = 1 - p
         if self.clip > 0:
             p_neg = (p_neg + self.clip).clamp(max=1)
-        loss = y * torch.log(p.clamp(min=self.eps)) + (1 - y) * torch.log(p_neg.clamp(min=self.eps))
+        pos = y * torch.log(p.clamp(min=self.eps))
+        if self.pos_weight is not None:
+            pos = pos * self.pos_weight
+        loss = pos + (1 - y) * torch.log(p_neg.clamp(min=self.eps))
         if self.gamma_neg > 0 or self.gamma_pos > 0:
             pt = p * y + p_neg * (1 - y)
             gamma = self.gamma_pos * y + self.gamma_neg * (1 - y)
@@ -883,3 +932,7 @@ class SmoothMCCLoss(SmoothMetricLoss):
 
     def metric_to_loss(self, m: Tensor) -> Tensor:
         return (1 - m) / 2
+
+
+#: Losses with a per-class positive term that ``--pos-weight`` weights.
+POS_WEIGHT_LOSSES = tuple(name for name, cls in LOSSES.items() if cls.POS_WEIGHT)
