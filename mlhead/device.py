@@ -6,6 +6,8 @@ import contextlib
 
 import torch
 
+from .errors import ConfigError
+
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 _DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -28,19 +30,26 @@ def resolve_device(device: str | None = None) -> torch.device:
     return torch.device(device)
 
 
-def resolve_precision(precision: str, device: torch.device) -> str:
-    """Map ``auto`` to fp16 on CUDA, bf16 on CPUs with AMX/AVX512-BF16, else fp32.
+def cuda_has_bf16() -> bool:
+    """True when the current CUDA device supports bf16 (``torch.cuda.is_bf16_supported``; Ampere+)."""
+    return bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())
 
-    Raises ValueError for an unknown name or fp16 on CPU.
+
+def resolve_precision(precision: str, device: torch.device, training: bool = False) -> str:
+    """Map ``auto`` to a concrete precision: on CUDA fp16 (embedding), or for ``training`` bf16 where
+    the GPU supports it (:func:`cuda_has_bf16`) and fp16 otherwise (trained with a
+    ``torch.amp.GradScaler``, see :func:`grad_scaler`); on CPU bf16 with AMX/AVX512-BF16, else fp32.
+
+    Raises ConfigError (a ValueError) for an unknown name or fp16 on CPU.
     """
     if precision not in PRECISIONS:
-        raise ValueError(f"--precision {precision!r} invalid; valid: {', '.join(PRECISIONS)}")
+        raise ConfigError(f"--precision {precision!r} invalid; valid: {', '.join(PRECISIONS)}")
     if precision == "auto":
         if device.type == "cuda":
-            return "fp16"
+            return "bf16" if training and cuda_has_bf16() else "fp16"
         return "bf16" if cpu_has_fast_bf16() else "fp32"
     if precision == "fp16" and device.type == "cpu":
-        raise ValueError("--precision fp16 needs a CUDA device; use bf16 or fp32 on CPU")
+        raise ConfigError("--precision fp16 needs a CUDA device; use bf16 or fp32 on CPU")
     return precision
 
 
@@ -54,3 +63,9 @@ def autocast(device: torch.device, precision: str):
 def dtype_of(precision: str) -> torch.dtype:
     """torch dtype of a resolved precision name."""
     return _DTYPES[precision]
+
+
+def grad_scaler(device: torch.device, precision: str) -> torch.amp.GradScaler:
+    """``torch.amp.GradScaler`` for training: enabled for fp16 on CUDA (loss scaling against fp16
+    gradient underflow), a pass-through (``enabled=False``) otherwise."""
+    return torch.amp.GradScaler(device.type, enabled=precision == "fp16" and device.type == "cuda")
