@@ -9,7 +9,9 @@ Every file is written atomically (:mod:`mlhead.fileio`).
 
 Schema versions of ``config.json``: 1 = no ``schema_version`` key, the validation rule as
 ``val_activation``/``val_threshold`` (mlhead up to 6b3a37a); 2 = ``schema_version: 2``, the rule as
-``val_rule`` (a :meth:`~mlhead.rules.DecisionRule.to_dict`). Older versions are migrated on load;
+``val_rule`` (a :meth:`~mlhead.rules.DecisionRule.to_dict`); 3 = the training controls of issue #17:
+``weight_decay``, ``patience``, ``pos_weight`` (+ ``pos_weight_values``), ``normalize`` (replacing the
+``standardize`` flag), ``stopped_epoch`` and ``stop_reason``. Older versions are migrated on load;
 newer ones and unknown keys are refused with a :class:`RunError` naming the file.
 """
 
@@ -23,7 +25,7 @@ import re
 import time
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -35,7 +37,11 @@ from .heads import MLPHead
 from .rules import DecisionRule
 
 #: The ``schema_version`` this mlhead writes into config.json.
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
+
+#: Why a run stopped: it ran all its epochs, its selection criterion did not improve for ``patience``
+#: evaluations, or its loss became non-finite or exploded (see :data:`mlhead.train.DIVERGENCE_FACTOR`).
+STOP_REASONS = ("completed", "patience", "diverged")
 
 #: folder name of MLflow's local artifact store (``--track mlflow``, :mod:`mlhead.tracking`), which
 #: holds *copies* of run directories; :func:`find_runs` never searches it
@@ -46,11 +52,13 @@ MLFLOW_ARTIFACTS_DIR = "mlartifacts"
 class RunConfig:
     """The record of one fitted run (``config.json``), typed and versioned.
 
-    Options of the fit (``epochs`` ... ``standardize``, ``val_rule`` as a rule dict), the run's grid
-    cell (``loss``, ``loss_options``, ``seed``, ``lr``), its data (``dataset``, ``backbone``, ``cache``
-    path and ``cache_fingerprint``, ``classes``, ``dim`` D, ``n_train``, ``n_val``) and its outcome
-    (``best_epoch``, ``best_value`` of ``select``, ``stacked_runs`` K, ``train_seconds``,
-    ``suggested_rule`` of the loss). Read access by config.json key (``cfg["loss"]``,
+    Options of the fit (``epochs`` ... ``normalize``, ``val_rule`` as a rule dict, ``patience``,
+    ``pos_weight`` as given plus the per-class ``pos_weight_values`` used), the run's grid cell
+    (``loss``, ``loss_options``, ``seed``, ``lr``, ``weight_decay``), its data (``dataset``,
+    ``backbone``, ``cache`` path and ``cache_fingerprint``, ``classes``, ``dim`` D, ``n_train``,
+    ``n_val``) and its outcome (``best_epoch``, ``best_value`` of ``select``, ``stopped_epoch`` (the
+    last epoch trained), ``stop_reason`` (one of :data:`STOP_REASONS`), ``stacked_runs`` K,
+    ``train_seconds``, ``suggested_rule`` of the loss). Read access by config.json key (``cfg["loss"]``,
     ``cfg.get("seed")``) works as on the JSON dict.
     """
 
@@ -66,10 +74,14 @@ class RunConfig:
     select: str = "val_loss"
     val_rule: dict = field(default_factory=lambda: DecisionRule().to_dict())
     val_every: int = 1
-    standardize: bool = False
+    normalize: str = "none"
+    patience: int | None = None
+    pos_weight: str = "none"
+    pos_weight_values: list | None = None
     loss_options: dict = field(default_factory=dict)
     seed: int = 0
     lr: float = 1e-3
+    weight_decay: float = 0.0
     dataset: str = ""
     backbone: str = ""
     cache: str = ""
@@ -78,9 +90,21 @@ class RunConfig:
     n_val: int = 0
     best_epoch: int = 0
     best_value: float | None = None
+    stopped_epoch: int = 0
+    stop_reason: str = "completed"
     stacked_runs: int = 1
     train_seconds: float = 0.0
     suggested_rule: dict | None = None
+
+    @property
+    def standardize(self) -> bool:
+        """True when inputs are z-scored (``normalize == "standardize"``; the schema-2 flag)."""
+        return self.normalize == "standardize"
+
+    @property
+    def diverged(self) -> bool:
+        """True when the run was stopped because its loss diverged."""
+        return self.stop_reason == "diverged"
 
     @property
     def rule(self) -> DecisionRule:
@@ -122,6 +146,8 @@ class RunConfig:
             cfg.rule  # noqa: B018  (validates val_rule)
         except ValueError as e:
             raise RunError(f"{source}: invalid val_rule ({e})") from None
+        if cfg.stop_reason not in STOP_REASONS:
+            raise RunError(f"{source}: stop_reason {cfg.stop_reason!r} invalid; valid: {', '.join(STOP_REASONS)}")
         return cfg
 
     def write(self, path: str | Path) -> Path:
@@ -170,8 +196,17 @@ def _v1_to_v2(d: dict[str, Any]) -> dict[str, Any]:
     return d
 
 
+def _v2_to_v3(d: dict[str, Any]) -> dict[str, Any]:
+    """v2 had the ``standardize`` flag and none of the controls: the defaults they had (Adam = AdamW
+    without decay, no patience, no pos_weight) and a run that ran all its epochs."""
+    d["normalize"] = "standardize" if d.pop("standardize", False) else "none"
+    d.setdefault("stopped_epoch", d.get("epochs", 0))
+    d.setdefault("stop_reason", "completed")
+    return d
+
+
 #: schema version -> function migrating a config dict of that version to the next one.
-MIGRATIONS = {1: _v1_to_v2}
+MIGRATIONS = {1: _v1_to_v2, 2: _v2_to_v3}
 
 
 def migrate(d: dict[str, Any], source: str = "config.json") -> dict[str, Any]:
@@ -292,9 +327,20 @@ def load_head(run_dir) -> tuple[MLPHead, dict]:
     path = Path(run_dir) / "head.safetensors"
     if not path.is_file():
         raise RunError(f"{run_dir}: no head.safetensors (the fit did not finish); refit the run")
-    head = MLPHead(cfg["dim"], cfg["hidden"], len(cfg["classes"]), standardize=cfg["standardize"])
+    head = MLPHead(cfg["dim"], cfg["hidden"], len(cfg["classes"]), normalize=cfg["normalize"])
     head.load_state_dict(load_file(str(path)))
     return head.eval(), cfg
+
+
+def input_transform(run_dir) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The input normalization the run's head was fitted with (``--normalize``), as a function of
+    embeddings N x D -> N x D float32 (:func:`mlhead.normalize.apply` with the stored statistics):
+    what eval and predict apply before the head's first layer."""
+    from . import normalize as N
+
+    head, cfg = load_head(run_dir)
+    stats = {k: getattr(head, k) for k in N.STAT_KEYS[cfg["normalize"]]}
+    return lambda X: N.apply(torch.as_tensor(X, dtype=torch.float32), cfg["normalize"], stats)
 
 
 def run_cache(run_dir, cache=None):
@@ -318,7 +364,8 @@ def predict(run_dir, split: str = "test", cache=None) -> tuple[np.ndarray, np.nd
     return logits.numpy(), Y.numpy(), ids, cfg
 
 
-_EVAL_RUN_KEYS = ("loss", "loss_options", "seed", "lr", "dataset", "backbone", "hidden", "epochs", "best_epoch")
+_EVAL_RUN_KEYS = ("loss", "loss_options", "seed", "lr", "weight_decay", "dataset", "backbone", "hidden", "epochs",
+                  "best_epoch", "stopped_epoch", "stop_reason")
 
 
 def write_evaluation(run_dir, split: str, rule: dict, metrics: dict, per_class: list[dict] | None = None,

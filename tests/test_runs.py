@@ -33,7 +33,8 @@ def test_v1_run_directory_loads_migrated(run_v1):
     raw = json.loads((run / "config.json").read_text())
     assert "schema_version" not in raw and raw["val_activation"] == "softmax"
     cfg = load_run_config(run)
-    assert cfg.schema_version == SCHEMA_VERSION == 2
+    assert cfg.schema_version == SCHEMA_VERSION == 3
+    assert cfg.normalize == "none" and cfg.stop_reason == "completed" and cfg.stopped_epoch == cfg.epochs
     assert cfg.rule == DecisionRule("softmax", 0.05) and cfg.val_rule["name"] == "softmax>=0.05"
     assert cfg["loss"] == cfg.loss == "sigmoidf1" and cfg.loss_options == {"beta": 1.0, "eta": 0.0}
     head, _ = load_head(run)
@@ -77,7 +78,7 @@ def test_bad_config_is_refused_naming_key_and_file(run_v1, edit, match):
     assert str(run / "config.json") in str(e.value)
 
 
-def test_new_runs_write_schema_2(tmp_path):
+def test_new_runs_write_the_current_schema(tmp_path):
     from mlhead.train import FitConfig, RunSpec, fit
 
     cache = make_cache(tmp_path / "c.h5", n=(40, 16, 16), dim=4, n_classes=3)
