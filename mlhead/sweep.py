@@ -7,11 +7,12 @@ every run gets its own run directory and evaluation files, so ``mlhead report`` 
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Callable, Sequence
 
 from .rules import DecisionRule
-from .runs import evaluate_run
+from .runs import evaluate_run, write_evaluation
 from .train import FitConfig, RunSpec, fit
 
 
@@ -21,16 +22,33 @@ def run_cell(cache, specs: Sequence[RunSpec], cfg: FitConfig, runs_dir,
     """Fit ``specs`` as one stacked cell, then evaluate every run under every rule.
 
     ``rules``: :class:`~mlhead.rules.DecisionRule` objects; a ``--tune-thresholds`` recipe
-    (``tuned_on="val"``) is tuned per run. Returns one dict per (run, rule): {run_dir, spec, rule
-    (its name), metrics}. Errors as in fit/evaluate_run.
+    (``tuned_on="val"``) is tuned per run. A diverged run whose head gives non-finite logits gets
+    NaN metrics (its record says ``stop_reason: diverged``; ``mlhead report`` lists it apart). Returns
+    one dict per (run, rule): {run_dir, spec, rule (its name), metrics, stop_reason}. Errors as in
+    fit/evaluate_run.
     """
     out = []
     for rec in fit(cache, list(specs), cfg, runs_dir, progress=progress):
         for r in rules:
-            doc = evaluate_run(rec.path, split, r)
+            doc = _evaluate(rec, split, r)
             out.append({"run_dir": str(rec.path), "spec": rec.config.loss, "rule": doc["rule"]["name"],
-                        "metrics": doc["metrics"]})
+                        "metrics": doc["metrics"], "stop_reason": rec.config.stop_reason})
     return out
+
+
+def _evaluate(rec, split: str, rule: DecisionRule) -> dict:
+    """evaluate_run, or NaN metrics for a diverged run whose logits are not finite."""
+    from .metrics import METRIC_DOCS
+
+    try:
+        return evaluate_run(rec.path, split, rule)
+    except ValueError:
+        if not rec.config.diverged:
+            raise
+        rule_doc = {**rule.to_dict(), "slug": rule.slug}
+        metrics = {k: math.nan for k in METRIC_DOCS}
+        write_evaluation(rec.path, split, rule_doc, metrics)
+        return {"rule": rule_doc, "metrics": metrics}
 
 
 def cells(specs: Sequence[RunSpec], max_runs_per_cell: int | None = None) -> list[list[RunSpec]]:

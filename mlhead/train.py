@@ -16,34 +16,47 @@ and the val F1s of :func:`mlhead.metrics.f1_scores` under ``FitConfig.val_rule``
 
 from __future__ import annotations
 
+import hashlib
+import io
 import itertools
+import json
+import math
+import shutil
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
 import torch
 
+from . import class_weights, normalize
 from . import losses as L
 from .cache import open_cache
-from .device import autocast, dtype_of, resolve_device, resolve_precision
+from .device import autocast, dtype_of, grad_scaler, resolve_device, resolve_precision
 from .errors import ConfigError
+from .fileio import atomic_write_bytes
 from .heads import StackedHeads
 from .rules import DecisionRule
 from .runs import RunConfig, RunRecord, write_run
 
 SELECT_CHOICES = ("val_loss", "val_micro_f1", "val_macro_f1")
 
+#: Divergence rule: a run diverges at the first epoch whose mean train loss, or val loss when
+#: validated, is non-finite or exceeds ``DIVERGENCE_FACTOR`` x |its loss on the first minibatch| (the
+#: loss at initialization, before any step). It is then stopped and marked ``diverged``.
+DIVERGENCE_FACTOR = 1e3
+
 
 @dataclass(frozen=True)
 class RunSpec:
-    """One run of a grid: loss name, its options, seed and learning rate."""
+    """One run of a grid: loss name, its options, seed, learning rate and (AdamW) weight decay."""
 
     loss: str
     loss_options: tuple = ()
     seed: int = 0
     lr: float = 1e-3
+    weight_decay: float = 0.0
 
     @property
     def options(self) -> dict:
@@ -51,13 +64,23 @@ class RunSpec:
 
     @property
     def label(self) -> str:
+        """``<loss>[-<opt><value>...]-lr<lr>[-wd<weight_decay>]-s<seed>`` (wd only when non-zero, so runs
+        without decay keep their names)."""
         opts = "".join(f"-{k}{v}" for k, v in self.loss_options)
-        return f"{self.loss}{opts}-lr{self.lr:g}-s{self.seed}"
+        wd = f"-wd{self.weight_decay:g}" if self.weight_decay else ""
+        return f"{self.loss}{opts}-lr{self.lr:g}{wd}-s{self.seed}"
 
 
 @dataclass
 class FitConfig:
-    """Options shared by every run of one ``fit`` call."""
+    """Options shared by every run of one ``fit`` call.
+
+    ``normalize``: input normalization (:mod:`mlhead.normalize`; ``standardize=True`` is an alias of
+    ``normalize="standardize"``). ``patience``: stop a run when ``select`` has not improved for that
+    many evaluations (None: never). ``pos_weight``: ``none``, ``auto`` or a file
+    (:mod:`mlhead.class_weights`). ``checkpoint_every``: save a resumable checkpoint every that many
+    epochs when run directories are written (0: never).
+    """
 
     epochs: int = 100
     batch_size: int = 256
@@ -68,29 +91,56 @@ class FitConfig:
     val_rule: DecisionRule = field(default_factory=DecisionRule)
     val_every: int = 1
     standardize: bool = False
+    normalize: str = "none"
+    patience: int | None = None
+    pos_weight: str = "none"
+    checkpoint_every: int = 1
+
+    def __post_init__(self):
+        if self.standardize:
+            if self.normalize not in ("none", "standardize"):
+                raise ConfigError(f"--standardize contradicts --normalize {self.normalize}; give one of them")
+            self.normalize = "standardize"
+        self.standardize = self.normalize == "standardize"
 
     def validate(self) -> None:
         """Raise ConfigError (a ValueError) naming the first out-of-range option."""
         for name, value, ok, valid in (("epochs", self.epochs, self.epochs >= 1, ">= 1"),
                                        ("batch-size", self.batch_size, self.batch_size >= 1, ">= 1"),
                                        ("hidden", self.hidden, self.hidden >= 0, ">= 0"),
-                                       ("val-every", self.val_every, self.val_every >= 1, ">= 1")):
+                                       ("val-every", self.val_every, self.val_every >= 1, ">= 1"),
+                                       ("patience", self.patience, self.patience is None or self.patience >= 1,
+                                        ">= 1"),
+                                       ("checkpoint-every", self.checkpoint_every, self.checkpoint_every >= 0,
+                                        ">= 0")):
             if not ok:
                 raise ConfigError(f"--{name} {value} is out of range; valid: {valid}")
         if self.select not in SELECT_CHOICES:
             raise ConfigError(f"--select {self.select!r} invalid; valid: {', '.join(SELECT_CHOICES)}")
         if not isinstance(self.val_rule, DecisionRule) or self.val_rule.needs_tuning:
             raise ConfigError(f"val_rule must be a DecisionRule with fixed thresholds, got {self.val_rule!r}")
+        normalize.check(self.normalize)
+
+
+def _check_positive(flag: str, values: Sequence[float], allow_zero: bool) -> None:
+    for v in values:
+        if not (math.isfinite(v) and (v >= 0 if allow_zero else v > 0)):
+            raise ConfigError(f"--{flag} {v} is out of range; valid: {'>= 0' if allow_zero else '> 0'}")
 
 
 def expand_grid(losses: Sequence[str], seeds: Sequence[int] = (0,), lrs: Sequence[float] = (1e-3,),
-                options: dict[str, Sequence] | None = None) -> list[RunSpec]:
-    """Every (loss, option values, seed, lr) combination; each loss gets only the options it accepts.
+                options: dict[str, Sequence] | None = None,
+                weight_decays: Sequence[float] = (0.0,)) -> list[RunSpec]:
+    """Every (loss, option values, seed, lr, weight decay) combination; each loss gets only the options
+    it accepts.
 
     ``options`` maps option name -> list of values, e.g. {"beta": [1, 10], "eta": [0, 1]}. Raises
-    ValueError for an unknown loss, or an option no listed loss accepts, or an out-of-range value.
+    ValueError for an unknown loss, or an option no listed loss accepts, or an out-of-range value
+    (``--lr`` > 0, ``--weight-decay`` >= 0).
     """
     options = dict(options or {})
+    _check_positive("lr", lrs, allow_zero=False)
+    _check_positive("weight-decay", weight_decays, allow_zero=True)
     used: set[str] = set()
     specs: list[RunSpec] = []
     for loss in losses:
@@ -100,10 +150,9 @@ def expand_grid(losses: Sequence[str], seeds: Sequence[int] = (0,), lrs: Sequenc
         for values in itertools.product(*(options[n] for n in names)):
             opts = dict(zip(names, values))
             L.build(loss, **opts)  # validates ranges now, not after hours of training
-            for seed, lr in itertools.product(seeds, lrs):
-                if lr <= 0:
-                    raise ValueError(f"--lr {lr} is out of range; valid: > 0")
-                specs.append(RunSpec(L.canonical_name(loss), tuple(sorted(opts.items())), int(seed), float(lr)))
+            for seed, lr, wd in itertools.product(seeds, lrs, weight_decays):
+                specs.append(RunSpec(L.canonical_name(loss), tuple(sorted(opts.items())), int(seed), float(lr),
+                                     float(wd)))
     unused = set(options) - used
     if unused:
         raise ValueError(f"option(s) {', '.join(sorted(unused))} not accepted by any of the losses "
@@ -113,28 +162,53 @@ def expand_grid(losses: Sequence[str], seeds: Sequence[int] = (0,), lrs: Sequenc
 
 @dataclass
 class _Group:
-    """Runs sharing seed and lr: one StackedHeads, one minibatch sequence."""
+    """Runs sharing seed, lr and weight decay: one StackedHeads, one AdamW, one minibatch sequence.
+    ``runs``: indices into the spec list of the runs still training (compacted as runs stop)."""
 
     seed: int
     lr: float
+    weight_decay: float
     runs: list[int]
     heads: StackedHeads
+    opt: torch.optim.Optimizer | None = None
     loss_groups: list[tuple[torch.nn.Module, torch.Tensor]] = field(default_factory=list)
 
+    def setup(self, specs: list[RunSpec], pos_weight, device) -> None:
+        """(Re)build the optimizer over the current heads and the per-loss index groups."""
+        self.opt = torch.optim.AdamW(self.heads.parameters(), lr=self.lr, weight_decay=self.weight_decay,
+                                     fused=device.type in ("cpu", "cuda"))
+        by_loss: dict[tuple, list[int]] = {}
+        for j, i in enumerate(self.runs):
+            by_loss.setdefault((specs[i].loss, specs[i].loss_options), []).append(j)
+        self.loss_groups = [(L.build(name, pos_weight=pos_weight, **dict(opts)).to(device),
+                             torch.tensor(js, device=device)) for (name, opts), js in by_loss.items()]
 
-def _make_groups(specs: list[RunSpec], dim: int, hidden: int, n_classes: int, device) -> list[_Group]:
+    def drop(self, stopped: set[int], specs: list[RunSpec], pos_weight, device) -> None:
+        """Compaction: remove the ``stopped`` runs from the stacked weights and the AdamW state (moments
+        and step of the remaining runs carried over unchanged)."""
+        keep = [j for j, i in enumerate(self.runs) if i not in stopped]
+        if not keep:  # the whole group stopped: nothing left to train
+            self.runs, self.opt, self.loss_groups = [], None, []
+            return
+        old_heads, old_state = self.heads, self.opt.state_dict()["state"]
+        self.heads = old_heads.select_runs(keep)
+        self.runs = [self.runs[j] for j in keep]
+        self.setup(specs, pos_weight, device)
+        names = [n for n, _ in old_heads.named_parameters()]
+        state = {k: {key: (v if key == "step" else old_heads.slice_runs(names[k], v, keep))
+                     for key, v in st.items()} for k, st in old_state.items()}
+        self.opt.load_state_dict({"state": state, "param_groups": self.opt.state_dict()["param_groups"]})
+
+
+def _make_groups(specs: list[RunSpec], dim: int, hidden: int, n_classes: int, device,
+                 pos_weight=None) -> list[_Group]:
     by_key: dict[tuple, list[int]] = {}
     for i, s in enumerate(specs):
-        by_key.setdefault((s.seed, s.lr), []).append(i)
+        by_key.setdefault((s.seed, s.lr, s.weight_decay), []).append(i)
     groups = []
-    for (seed, lr), idx in by_key.items():
-        heads = StackedHeads(dim, hidden, n_classes, [seed] * len(idx)).to(device)
-        g = _Group(seed, lr, idx, heads)
-        by_loss: dict[tuple, list[int]] = {}
-        for j, i in enumerate(idx):
-            by_loss.setdefault((specs[i].loss, specs[i].loss_options), []).append(j)
-        for (name, opts), js in by_loss.items():
-            g.loss_groups.append((L.build(name, **dict(opts)), torch.tensor(js, device=device)))
+    for (seed, lr, wd), idx in by_key.items():
+        g = _Group(seed, lr, wd, idx, StackedHeads(dim, hidden, n_classes, [seed] * len(idx)).to(device))
+        g.setup(specs, pos_weight, device)
         groups.append(g)
     return groups
 
@@ -167,50 +241,59 @@ class _Data:
     Xva: torch.Tensor
     Yva: torch.Tensor
     yva: np.ndarray  # val targets, uint8 N x C on the host (for the metrics)
-    scaling: dict  # input_mean/input_std stored with each head when standardized
+    scaling: dict  # normalization statistics stored with each head (input_mean/input_std when standardized)
+    pos_weight: torch.Tensor | None = None  # C float32 on the device, or None
+    notes: list = field(default_factory=list)
 
 
 def _load(cache, cfg: FitConfig, dev, prec: str) -> _Data:
-    """Load train and val, z-score them with train statistics when ``cfg.standardize``, move them to
-    ``dev``. Raises ValueError without a val split or with labels that are not multi-hot."""
+    """Load train and val, normalize them (``cfg.normalize``, statistics from train), resolve
+    ``cfg.pos_weight`` from the train labels, move them to ``dev``. Raises ValueError without a val split
+    or with labels that are not multi-hot; ConfigError for a bad ``--pos-weight`` file."""
     if "val" not in cache.splits:
         raise ValueError(f"{cache.path}: no val split to select the best epoch on")
-    store = torch.float32 if prec == "fp32" or cfg.standardize else dtype_of(prec)
+    store = torch.float32 if prec == "fp32" or cfg.normalize != "none" else dtype_of(prec)
     Xtr, Ytr, _ = cache.load("train", store)
     Xva, Yva, _ = cache.load("val", store)
-    scaling = {}
-    if cfg.standardize:  # z-score with train statistics; stored with each head so eval applies it
-        mean, std = Xtr.mean(0), Xtr.std(0)
-        std = torch.where(std > 1e-6, std, torch.ones_like(std))  # constant train columns: centre only
-        Xtr, Xva = (Xtr - mean) / std, (Xva - mean) / std
-        scaling = {"input_mean": mean.contiguous(), "input_std": std.contiguous()}
+    scaling = normalize.fit_stats(Xtr, cfg.normalize)  # stored with each head so eval applies it
+    Xtr, Xva = normalize.apply(Xtr, cfg.normalize, scaling), normalize.apply(Xva, cfg.normalize, scaling)
     if Ytr.max() > 1 or Yva.max() > 1:  # once, instead of each loss checking every step
         raise ValueError(f"{cache.path}: labels must be multi-hot 0/1")
+    pos_weight, notes = class_weights.resolve(cfg.pos_weight, Ytr, list(cache.classes))
     store = torch.float32 if prec == "fp32" else dtype_of(prec)
     return _Data(Xtr.to(dev, store), Ytr.to(dev, torch.float32), Xva.to(dev, store), Yva.to(dev, torch.float32),
-                 Yva.numpy(), scaling)
+                 Yva.numpy(), scaling, None if pos_weight is None else pos_weight.to(dev), notes)
 
 
-def _train_epoch(groups: list[_Group], data: _Data, opt, perms: dict, cfg: FitConfig, dev, prec) -> list[float]:
+def _train_epoch(groups: list[_Group], data: _Data, perms: dict, cfg: FitConfig, dev, prec, scaler,
+                 n_runs: int) -> tuple[list[float], list[float]]:
     """One pass over the train split in minibatches of the seeded permutations ``perms`` (seed -> N
-    indices); every group steps on the same batch positions. Returns the mean train loss per run."""
+    indices); every group steps on the same batch positions (``scaler``: a torch.amp.GradScaler).
+    Returns (mean train loss, loss on the epoch's first minibatch before its step), per run index
+    (length ``n_runs``; runs no longer training keep 0)."""
     N = data.Xtr.shape[0]
-    train_sum = torch.zeros(sum(len(g.runs) for g in groups), device=dev)
+    train_sum = torch.zeros(n_runs, device=dev)
+    first = torch.zeros(n_runs, device=dev)
     n_steps = 0
     for start in range(0, N, cfg.batch_size):
-        opt.zero_grad(set_to_none=True)
         total = 0.0
         for g in groups:
+            g.opt.zero_grad(set_to_none=True)
             idx = perms[g.seed][start:start + cfg.batch_size]
             with autocast(dev, prec):
                 logits = g.heads(data.Xtr.index_select(0, idx))
             per_run = _group_loss(g, logits, data.Ytr.index_select(0, idx))
             total = total + per_run.sum()
-            train_sum.index_add_(0, torch.tensor(g.runs, device=dev), per_run.detach())
-        total.backward()
-        opt.step()
+            runs = torch.tensor(g.runs, device=dev)
+            train_sum.index_add_(0, runs, per_run.detach())
+            if start == 0:
+                first.index_copy_(0, runs, per_run.detach())
+        scaler.scale(total).backward()
+        for g in groups:
+            scaler.step(g.opt)
+        scaler.update()
         n_steps += 1
-    return (train_sum / n_steps).tolist()
+    return (train_sum / n_steps).tolist(), first.tolist()
 
 
 def _val_f1(logits: torch.Tensor, data: _Data, rule: DecisionRule) -> dict[str, float]:
@@ -236,8 +319,8 @@ def _validate(g: _Group, data: _Data, cfg: FitConfig, dev, prec) -> list[dict]:
 
 
 class _BestTracker:
-    """Each run's best epoch by ``select`` (lowest val_loss, highest F1; non-finite values never win)
-    and a copy of its head at that epoch."""
+    """Each run's best epoch by ``select`` (lowest val_loss, highest F1; non-finite values never win),
+    a copy of its head at that epoch, and the number of evaluations since it last improved."""
 
     def __init__(self, n_runs: int, select: str):
         self.select = select
@@ -245,6 +328,7 @@ class _BestTracker:
         self.value: list[float | None] = [None] * n_runs
         self.epoch = [0] * n_runs
         self.state: list[dict | None] = [None] * n_runs
+        self.since = [0] * n_runs
 
     def update(self, i: int, row: dict, state_fn: Callable[[], dict]) -> None:
         """Keep run ``i``'s ``row`` (with its epoch) and ``state_fn()`` if it beats the best so far."""
@@ -252,67 +336,227 @@ class _BestTracker:
         best = self.value[i]
         if np.isfinite(value) and (best is None or self.sign * value < self.sign * best):
             self.value[i], self.epoch[i], self.state[i] = value, row["epoch"], state_fn()
+            self.since[i] = 0
+        else:
+            self.since[i] += 1
 
 
-def _run_config(spec: RunSpec, cfg: FitConfig, cache, data: _Data, prec: str, best: _BestTracker, i: int,
-                n_runs: int, seconds: float) -> RunConfig:
+def diverged(losses: Sequence[float], init_loss: float, factor: float = DIVERGENCE_FACTOR) -> bool:
+    """True when any of ``losses`` is non-finite or exceeds ``factor`` x |``init_loss``| (the run's
+    loss at initialization; see :data:`DIVERGENCE_FACTOR`)."""
+    limit = factor * max(abs(init_loss), 1e-12) if math.isfinite(init_loss) else -math.inf
+    return any(not math.isfinite(v) or abs(v) > limit for v in losses)
+
+
+@dataclass
+class _Progress:
+    """Everything of a fit that changes per epoch, besides weights and optimizer state (checkpointed)."""
+
+    history: list[list[dict]]
+    best: _BestTracker
+    init_loss: list[float]
+    stopped_epoch: list[int]
+    stop_reason: list[str]
+    epoch: int = 0
+    seconds: float = 0.0
+
+
+def _epoch_rows(groups, data, cfg, dev, prec, epoch, train_loss, validate) -> dict[int, dict]:
+    """History rows of this epoch per run index (val columns only when ``validate``)."""
+    rows = {}
+    for g in groups:
+        vals = _validate(g, data, cfg, dev, prec) if validate else [{} for _ in g.runs]
+        for i, val in zip(g.runs, vals):
+            rows[i] = {"epoch": epoch, "train_loss": train_loss[i], **val}
+    return rows
+
+
+def _record_epoch(groups, rows: dict[int, dict], state: _Progress, cfg: FitConfig) -> set[int]:
+    """Append the rows, update each run's best, and return the runs that stop now (diverged, or out of
+    patience), with their stop epoch and reason set."""
+    stopped = set()
+    for g in groups:
+        for j, i in enumerate(g.runs):
+            row = rows[i]
+            if "val_loss" in row:
+                state.history[i].append(row)
+            if diverged([row["train_loss"], row.get("val_loss", 0.0)], state.init_loss[i]):
+                state.stop_reason[i] = "diverged"
+            elif "val_loss" in row:
+                state.best.update(i, row, lambda g=g, j=j: g.heads.head_state(j))
+                if cfg.patience and state.best.since[i] >= cfg.patience:
+                    state.stop_reason[i] = "patience"
+            if state.stop_reason[i] != "completed":
+                state.stopped_epoch[i] = row["epoch"]
+                stopped.add(i)
+    return stopped
+
+
+def _run_config(spec: RunSpec, cfg: FitConfig, cache, data: _Data, prec: str, state: _Progress, i: int,
+                n_runs: int) -> RunConfig:
     """The :class:`~mlhead.runs.RunConfig` of run ``i``."""
+    best = state.best
     return RunConfig(
         loss=spec.loss, classes=list(cache.classes), dim=int(data.Xtr.shape[1]), hidden=cfg.hidden,
         epochs=cfg.epochs, batch_size=cfg.batch_size, precision=prec, device=cfg.device, select=cfg.select,
-        val_rule=cfg.val_rule.to_dict(), val_every=cfg.val_every, standardize=cfg.standardize,
-        loss_options=spec.options, seed=spec.seed, lr=spec.lr, dataset=cache.attrs.get("dataset", ""),
-        backbone=cache.attrs.get("backbone", ""), cache=str(Path(cache.path).resolve()),
-        cache_fingerprint=cache.fingerprint, n_train=int(data.Xtr.shape[0]), n_val=int(data.Xva.shape[0]),
-        best_epoch=best.epoch[i], best_value=best.value[i], stacked_runs=n_runs, train_seconds=seconds,
+        val_rule=cfg.val_rule.to_dict(), val_every=cfg.val_every, normalize=cfg.normalize, patience=cfg.patience,
+        pos_weight=str(cfg.pos_weight),
+        pos_weight_values=None if data.pos_weight is None else [float(w) for w in data.pos_weight.cpu()],
+        loss_options=spec.options, seed=spec.seed, lr=spec.lr, weight_decay=spec.weight_decay,
+        dataset=cache.attrs.get("dataset", ""), backbone=cache.attrs.get("backbone", ""),
+        cache=str(Path(cache.path).resolve()), cache_fingerprint=cache.fingerprint, n_train=int(data.Xtr.shape[0]),
+        n_val=int(data.Xva.shape[0]), best_epoch=best.epoch[i], best_value=best.value[i],
+        stopped_epoch=state.stopped_epoch[i], stop_reason=state.stop_reason[i], stacked_runs=n_runs,
+        train_seconds=state.seconds,
         suggested_rule=getattr(L.LOSSES[L.canonical_name(spec.loss)], "DECISION_RULE", None))
 
 
+# ------------------------------------------------------------------------------------ checkpoints
+
+
+def checkpoint_dir(runs_dir, cache, specs: list[RunSpec], cfg: FitConfig, prec: str) -> Path:
+    """``<runs_dir>/.partial/fit-<key>``: where a fit of these specs and options on this cache keeps its
+    per-epoch checkpoint; the same command finds the same folder (key: sha256 of cache fingerprint,
+    specs and options)."""
+    opts = {k: v for k, v in asdict(cfg).items() if k not in ("checkpoint_every", "standardize")}
+    doc = {"cache": cache.fingerprint, "specs": [asdict(s) for s in specs],
+           "cfg": {**opts, "val_rule": cfg.val_rule.to_dict(), "precision": prec}}
+    key = hashlib.sha256(json.dumps(doc, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    return Path(runs_dir) / ".partial" / f"fit-{key}"
+
+
+def _save_checkpoint(path: Path, groups: list[_Group], gens: dict, state: _Progress, scaler) -> None:
+    """Write everything needed to continue after ``state.epoch`` to ``path`` atomically."""
+    doc = {"groups": [{"seed": g.seed, "lr": g.lr, "weight_decay": g.weight_decay, "runs": g.runs,
+                       "heads": g.heads.state_dict(), "opt": g.opt.state_dict()} for g in groups],
+           "gens": {s: gen.get_state() for s, gen in gens.items()}, "scaler": scaler.state_dict(),
+           "state": {**{k: v for k, v in vars(state).items() if k != "best"}, "best": vars(state.best)}}
+    buf = io.BytesIO()
+    torch.save(doc, buf)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def _load_checkpoint(path: Path, specs, data: _Data, cfg: FitConfig, dev, scaler):
+    """(groups, generators, progress) restored from a checkpoint written by :func:`_save_checkpoint`."""
+    doc = torch.load(path, map_location="cpu", weights_only=True)
+    groups = []
+    for d in doc["groups"]:
+        heads = StackedHeads(data.Xtr.shape[1], cfg.hidden, data.Ytr.shape[1], [d["seed"]] * len(d["runs"]))
+        heads.load_state_dict(d["heads"])
+        g = _Group(d["seed"], d["lr"], d["weight_decay"], list(d["runs"]), heads.to(dev))
+        g.setup(specs, data.pos_weight, dev)
+        g.opt.load_state_dict(d["opt"])
+        groups.append(g)
+    gens = {}
+    for seed, st in doc["gens"].items():
+        gens[seed] = torch.Generator()
+        gens[seed].set_state(st)
+    scaler.load_state_dict(doc["scaler"])
+    st = dict(doc["state"])
+    best = _BestTracker(len(specs), cfg.select)
+    vars(best).update(st.pop("best"))
+    return groups, gens, _Progress(best=best, **st)
+
+
+def _start(specs, data: _Data, cfg: FitConfig, dev, scaler, ckpt: Path | None):
+    """Fresh groups/generators/progress, or those of the checkpoint ``ckpt`` when it exists (resume)."""
+    if ckpt is not None and ckpt.is_file():
+        return _load_checkpoint(ckpt, specs, data, cfg, dev, scaler)
+    groups = _make_groups(specs, data.Xtr.shape[1], cfg.hidden, data.Ytr.shape[1], dev, data.pos_weight)
+    gens = {g.seed: torch.Generator().manual_seed(g.seed + 1_000_003) for g in groups}
+    n = len(specs)
+    state = _Progress([[] for _ in specs], _BestTracker(n, cfg.select), [math.nan] * n, [0] * n, ["completed"] * n)
+    return groups, gens, state
+
+
+def _run_epoch(epoch: int, groups, gens, data, cfg, dev, prec, scaler, state: _Progress, specs) -> list[_Group]:
+    """Train, validate and record one epoch; stopped runs leave the stacked heads. Returns the groups
+    still training."""
+    perms = {s: torch.randperm(data.Xtr.shape[0], generator=gens[s]).to(dev) for s in {g.seed for g in groups}}
+    train_loss, first = _train_epoch(groups, data, perms, cfg, dev, prec, scaler, len(specs))
+    if epoch == 1:
+        state.init_loss = first
+    rows = _epoch_rows(groups, data, cfg, dev, prec, epoch, train_loss,
+                       validate=epoch % cfg.val_every == 0 or epoch == cfg.epochs)
+    stopped = _record_epoch(groups, rows, state, cfg)
+    for g in groups:
+        for j, i in enumerate(g.runs):
+            if i in stopped and state.best.state[i] is None:  # never validated finite: keep its last head
+                state.best.state[i] = g.heads.head_state(j)
+        if stopped & set(g.runs):
+            g.drop(stopped, specs, data.pos_weight, dev)
+    return [g for g in groups if g.runs]
+
+
 def fit(cache_path, specs: list[RunSpec], cfg: FitConfig | None = None, runs_dir="runs",
-        progress: Callable[[int, int], None] | None = None, write: bool = True) -> list[RunRecord]:
+        progress: Callable[[int, int], None] | None = None, write: bool = True,
+        notify: Callable[[str], None] | None = None) -> list[RunRecord]:
     """Train one head per spec on the cache's train split, selecting each run's best epoch on val.
 
     Validation (every ``cfg.val_every`` epochs and at the last) records val_loss and the val
     micro/macro F1 under ``cfg.val_rule``; the best epoch maximises/minimises ``cfg.select`` and its
-    head is kept. Returns the run records (with their directories when ``write``). Raises
+    head is kept. A run stops early when ``select`` has not improved for ``cfg.patience`` evaluations
+    (``stop_reason`` "patience") or when it diverges (:data:`DIVERGENCE_FACTOR`; "diverged"); stopped
+    runs leave the stacked heads (compaction). With ``write`` and ``cfg.checkpoint_every``, a
+    checkpoint in :func:`checkpoint_dir` is written atomically every that many epochs; rerunning the
+    same fit resumes from it and ends with the same records. ``notify`` receives notes (e.g. pos_weight
+    clipping). Returns the run records (with their directories when ``write``). Raises
     ConfigError/ValueError for bad options, CacheError for a missing/incomplete cache or one without
     train/val splits.
     """
     cfg = cfg or FitConfig()
-    cfg.validate()
-    if not specs:
-        raise ValueError("no runs to fit")
+    _check_fit(specs, cfg)
     cache = open_cache(cache_path)
     dev = resolve_device(cfg.device)
-    prec = resolve_precision(cfg.precision, dev)
+    prec = resolve_precision(cfg.precision, dev, training=True)
     data = _load(cache, cfg, dev, prec)
-    groups = _make_groups(specs, data.Xtr.shape[1], cfg.hidden, data.Ytr.shape[1], dev)
-    params = [{"params": list(g.heads.parameters()), "lr": g.lr} for g in groups]
-    opt = torch.optim.Adam(params, fused=dev.type in ("cpu", "cuda"))
-    gens = {g.seed: torch.Generator().manual_seed(g.seed + 1_000_003) for g in groups}
-    history: list[list[dict]] = [[] for _ in specs]
-    best = _BestTracker(len(specs), cfg.select)
-    t0 = time.perf_counter()
-    for epoch in range(1, cfg.epochs + 1):
-        perms = {s: torch.randperm(data.Xtr.shape[0], generator=gen).to(dev) for s, gen in gens.items()}
-        train_loss = _train_epoch(groups, data, opt, perms, cfg, dev, prec)
-        if epoch % cfg.val_every and epoch != cfg.epochs:
-            continue
-        for g in groups:
-            for j, (i, val) in enumerate(zip(g.runs, _validate(g, data, cfg, dev, prec))):
-                row = {"epoch": epoch, "train_loss": train_loss[i], **val}
-                history[i].append(row)
-                best.update(i, row, lambda g=g, j=j: g.heads.head_state(j))
-        if progress:
-            progress(epoch, cfg.epochs)
-    seconds = time.perf_counter() - t0
+    for note in data.notes:
+        (notify or (lambda m: None))(note)
+    ckpt = checkpoint_dir(runs_dir, cache, specs, cfg, prec) / "checkpoint.pt" if write and cfg.checkpoint_every \
+        else None
+    state = _train_loop(specs, data, cfg, dev, prec, ckpt, progress)
     records = []
     for i, spec in enumerate(specs):
-        g = next(g for g in groups if i in g.runs)
-        state = best.state[i] or g.heads.head_state(g.runs.index(i))
-        rec = RunRecord(_run_config(spec, cfg, cache, data, prec, best, i, len(specs), seconds),
-                        {**state, **data.scaling}, history[i])
+        rec = RunRecord(_run_config(spec, cfg, cache, data, prec, state, i, len(specs)),
+                        {**state.best.state[i], **data.scaling}, state.history[i])
         if write:
             rec.path = write_run(rec, Path(runs_dir), spec.label)
         records.append(rec)
+    if ckpt is not None:
+        shutil.rmtree(ckpt.parent, ignore_errors=True)
     return records
+
+
+def _check_fit(specs: list[RunSpec], cfg: FitConfig) -> None:
+    """ConfigError/ValueError for bad options, no specs, or ``--pos-weight`` with a loss without it."""
+    cfg.validate()
+    if not specs:
+        raise ValueError("no runs to fit")
+    if cfg.pos_weight != "none":
+        for s in specs:
+            if not L.LOSSES[L.canonical_name(s.loss)].POS_WEIGHT:
+                raise ConfigError(f"--pos-weight is not defined for --loss {s.loss}; it applies to "
+                                  f"{', '.join(L.POS_WEIGHT_LOSSES)} (see `mlhead losses`)")
+
+
+def _train_loop(specs, data: _Data, cfg: FitConfig, dev, prec: str, ckpt: Path | None, progress) -> _Progress:
+    """All epochs (from the checkpoint ``ckpt`` when one exists), checkpointing as configured; returns
+    the final progress with every run's best (or last) head, stop epoch and reason."""
+    scaler = grad_scaler(dev, prec)
+    groups, gens, state = _start(specs, data, cfg, dev, scaler, ckpt)
+    t0 = time.perf_counter() - state.seconds
+    for epoch in range(state.epoch + 1, cfg.epochs + 1):
+        if not groups:
+            break
+        groups = _run_epoch(epoch, groups, gens, data, cfg, dev, prec, scaler, state, specs)
+        state.epoch, state.seconds = epoch, time.perf_counter() - t0
+        if ckpt is not None and epoch % cfg.checkpoint_every == 0 and epoch < cfg.epochs:
+            _save_checkpoint(ckpt, groups, gens, state, scaler)
+        if progress:
+            progress(epoch, cfg.epochs)
+    for g in groups:
+        for j, i in enumerate(g.runs):
+            state.stopped_epoch[i] = state.epoch
+            state.best.state[i] = state.best.state[i] or g.heads.head_state(j)
+    return state

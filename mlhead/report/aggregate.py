@@ -33,7 +33,8 @@ LOSS_ORDER = ("crossentropy", "focal", "asl", "unboundedf1", "sigmoidf1", "zlpr"
 
 #: Config keys that legitimately differ between seeds of one row.
 _PER_RUN_KEYS = {"seed", "best_epoch", "run_dir", "run_name", "name", "created", "time", "timestamp",
-                 "duration_s", "git", "git_commit", "host", "fingerprint", "cache_fingerprint"}
+                 "duration_s", "git", "git_commit", "host", "fingerprint", "cache_fingerprint", "stopped_epoch",
+                 "stop_reason", "train_seconds"}
 
 
 # --------------------------------------------------------------------------------------------------
@@ -257,7 +258,9 @@ def table2(
         dataset, backbone: optional filters (None requires a single value in the records).
         digits: decimals shown (and used to decide ties for bold).
 
-    Each row: mean and sample std (ddof=1; NaN when n = 1) over the row's runs, one per seed.
+    Each row: mean and sample std (ddof=1; NaN when n = 1) over the row's runs, one per seed. Runs
+    whose config says ``stop_reason: diverged`` are not averaged: they are left out of mean ± std (a
+    row of diverged runs only shows n/a, n = 0) and listed in the caption.
 
     Raises:
         ValueError: no records; records mixing rules/datasets/backbones (listed) without a filter;
@@ -273,9 +276,12 @@ def table2(
     if not keys:
         raise ValueError("group_by must name a config key, e.g. 'loss' or 'loss+beta+eta'")
     groups = _group(chosen, keys)
-    stats = [_row_stats(rs, metrics) for _, rs in groups]
+    kept = [[r for r in rs if not _diverged(r)] for _, rs in groups]
+    stats = [_row_stats(rs, metrics) for rs in kept]
     mean, std = np.array([m for m, _ in stats]), np.array([s for _, s in stats])
-    ns = [len(rs) for _, rs in groups]
+    ns = [len(rs) for rs in kept]
+    diverged = [f"{_row_label(keys, k)} seed {r['config'].get('seed')} (epoch {r['config'].get('stopped_epoch')})"
+                for k, rs in groups for r in rs if _diverged(r)]
     first = chosen[0]["config"]
     ds, bb = str(first.get("dataset", "unknown dataset")), str(first.get("backbone", "unknown backbone"))
     rule_name = chosen[0]["rule_name"]
@@ -283,7 +289,8 @@ def table2(
                   seeds=[sorted((r["config"].get("seed") for r in rs), key=lambda v: _sort_part("seed", v))
                          for _, rs in groups],
                   best=_best_mask(mean, metrics, digits),
-                  caption=_caption(title, bb, ds, split, rule_name, ns, metrics), dataset=ds, backbone=bb,
+                  caption=_caption(title, bb, ds, split, rule_name, ns, metrics) + _diverged_note(diverged),
+                  dataset=ds, backbone=bb,
                   split=split, rule=rule_name, group_by=group_by, digits=digits,
                   runs=[[r["run_dir"] for r in rs] for _, rs in groups])
 
@@ -295,8 +302,21 @@ def _require_metrics(records: list[dict], metrics: Sequence[str]) -> None:
             raise ValueError(f"{r['path']}: no metric {missing}; available: {sorted(r['metrics'])}")
 
 
+def _diverged(record: dict) -> bool:
+    return record["config"].get("stop_reason") == "diverged"
+
+
+def _diverged_note(diverged: list[str]) -> str:
+    if not diverged:
+        return ""
+    return (f" {len(diverged)} diverged run(s) excluded from mean ± std (non-finite or exploding loss): "
+            + "; ".join(diverged) + ".")
+
+
 def _row_stats(rs: list[dict], metrics: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
-    """Mean and sample std (ddof=1; NaN for a single run) of one row's runs, per metric."""
+    """Mean and sample std (ddof=1; NaN for a single run) of one row's runs, per metric (NaN for none)."""
+    if not rs:
+        return np.full(len(metrics), np.nan), np.full(len(metrics), np.nan)
     vals = np.array([[r["metrics"][m] for m in metrics] for r in rs], dtype=np.float64)
     std = vals.std(axis=0, ddof=1) if len(rs) > 1 else np.full(len(metrics), np.nan)
     return vals.mean(axis=0), std
