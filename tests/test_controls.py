@@ -4,6 +4,7 @@ normalization, divergence, precision auto, resumable fits."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -276,3 +277,78 @@ def test_precision_auto_prefers_bf16_on_gpus_that_have_it(monkeypatch):
     with pytest.raises(ConfigError, match="fp16 needs a CUDA device"):
         D.resolve_precision("fp16", torch.device("cpu"))
     assert not D.grad_scaler(torch.device("cpu"), "bf16").is_enabled()
+
+
+# ---------------------------------------------------------------------------------------- resume
+
+
+def _run_files(runs_dir):
+    """label -> (head bytes, history text, config without timing, metrics) of every run under runs_dir."""
+    out = {}
+    for cfg_path in sorted(runs_dir.rglob("config.json")):
+        d = cfg_path.parent
+        cfg = json.loads(cfg_path.read_text())
+        cfg.pop("train_seconds")
+        metrics = json.loads((d / "metrics.json").read_text())["metrics"] if (d / "metrics.json").exists() else None
+        label = d.name.split("-", 3)[-1]
+        out[label] = ((d / "head.safetensors").read_bytes(), (d / "history.csv").read_text(), cfg, metrics)
+    return out
+
+
+def test_interrupted_fit_resumes_to_identical_records(tmp_path):
+    cache = make_cache(tmp_path / "c.h5", n=(96, 32, 32), dim=12, n_classes=4)
+    specs = expand_grid(["crossentropy", "zlpr"], seeds=[0, 1], lrs=[3e-2])
+    cfg = FitConfig(epochs=8, batch_size=32, hidden=8, precision="fp32", patience=3)
+    fit(cache, specs, cfg, tmp_path / "a")
+
+    def interrupt(epoch, _):
+        if epoch == 5:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        fit(cache, specs, cfg, tmp_path / "b", progress=interrupt)
+    assert list((tmp_path / "b").glob(".partial/fit-*/checkpoint.pt")) and not list((tmp_path / "b").rglob("config.json"))
+    epochs = []
+    fit(cache, specs, cfg, tmp_path / "b", progress=lambda e, n: epochs.append(e))
+    assert epochs[0] == 6  # continued after the last checkpointed epoch
+    assert _run_files(tmp_path / "a") == _run_files(tmp_path / "b")
+    assert not list((tmp_path / "b").glob(".partial/fit-*"))  # removed once the runs are written
+
+
+def _sweep(cache, runs_dir, epochs: int):
+    """The grid both the killed and the uninterrupted sweep run."""
+    from mlhead.sweep import sweep
+
+    specs = expand_grid(["crossentropy", "sigmoidf1"], seeds=[0, 1], lrs=[1e-2], weight_decays=[0.0, 1e-2])
+    sweep(cache, specs, FitConfig(epochs=epochs, batch_size=32, hidden=8, precision="fp32", patience=8), runs_dir)
+
+
+_SWEEP = "import sys; sys.path.insert(0, {tests!r}); from test_controls import _sweep; _sweep(*sys.argv[1:3], 40)"
+
+
+def test_sweep_killed_with_sigkill_resumes_to_identical_runs_and_metrics(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    cache = make_cache(tmp_path / "c.h5", n=(96, 32, 32), dim=12, n_classes=4)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+
+    def cmd(runs):
+        return [sys.executable, "-c", _SWEEP.format(tests=str(Path(__file__).parent)), str(cache), str(runs)]
+
+    _sweep(cache, tmp_path / "a", 40)  # uninterrupted, in this process
+    proc = subprocess.Popen(cmd(tmp_path / "b"), env=env)
+    deadline = time.monotonic() + 300
+    while not list((tmp_path / "b").glob(".partial/fit-*/checkpoint.pt")):
+        assert proc.poll() is None and time.monotonic() < deadline, "no checkpoint before the sweep ended"
+        time.sleep(0.005)
+    assert proc.poll() is None, "the sweep finished before it could be killed"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not list((tmp_path / "b").rglob("config.json"))
+    subprocess.run(cmd(tmp_path / "b"), env=env, check=True, timeout=600)
+    a, b = _run_files(tmp_path / "a"), _run_files(tmp_path / "b")
+    assert len(a) == 8 and a == b
