@@ -245,7 +245,19 @@ def _grid_options(fn):
                      show_default=True),
         click.option("--select", type=click.Choice(["val_loss", "val_micro_f1", "val_macro_f1"]), default="val_loss",
                      show_default=True, help="criterion for the best epoch"),
-        click.option("--standardize", is_flag=True, help="z-score the inputs with train statistics (raw features, e.g. MULAN)"),
+        click.option("--standardize", is_flag=True, help="alias of --normalize standardize"),
+        click.option("--normalize", type=click.Choice(["none", "l2", "standardize"]), default="none", show_default=True,
+                     help="input normalization stored with the head: l2 = x/||x|| (CLIP_benchmark), standardize = "
+                          "z-score with train statistics (raw features, e.g. MULAN)"),
+        click.option("--weight-decay", default="0", show_default=True,
+                     help="AdamW decoupled weight decay(s), comma-separated (a grid axis like --lr)"),
+        click.option("--patience", type=int, default=None,
+                     help="stop a run when --select has not improved for N evaluations [never]"),
+        click.option("--pos-weight", default="none", show_default=True,
+                     help="per-class positive weight (torch pos_weight) for crossentropy/focal/asl: auto = neg/pos "
+                          "on train, none, or a JSON/CSV file of class -> weight"),
+        click.option("--checkpoint-every", type=int, default=1, show_default=True,
+                     help="save a resumable checkpoint every N epochs (0: never); rerun the command to resume"),
         click.option("--device", default=None),
         click.option("--runs-dir", type=click.Path(path_type=Path), default=Path("runs"), show_default=True),
     ]
@@ -255,7 +267,7 @@ def _grid_options(fn):
 
 
 def _grid(cache_path, cache_dir, loss, seed, lr, beta, eta, presigmoid, loss_options, epochs, batch_size, hidden,
-          precision, select, standardize, device):
+          precision, select, standardize, normalize, weight_decay, patience, pos_weight, checkpoint_every, device):
     """(cache path, run specs, FitConfig) from the shared grid options."""
     from .cache import latest_cache
     from .train import FitConfig, expand_grid
@@ -272,9 +284,11 @@ def _grid(cache_path, cache_dir, loss, seed, lr, beta, eta, presigmoid, loss_opt
             raise click.BadParameter(f"{item!r}: expected KEY=VALUE", param_hint="--loss-option")
         k, v = item.split("=", 1)
         options[k.strip().replace("-", "_")] = _split_list(v)
-    specs = expand_grid(_split_list(loss), _split_list(seed, int), _split_list(lr, float), options)
+    specs = expand_grid(_split_list(loss), _split_list(seed, int), _split_list(lr, float), options,
+                        _split_list(weight_decay, float))
     cfg = FitConfig(epochs=epochs, batch_size=batch_size, hidden=hidden, precision=precision, device=device,
-                    select=select, standardize=standardize)
+                    select=select, standardize=standardize, normalize=normalize, patience=patience,
+                    pos_weight=pos_weight, checkpoint_every=checkpoint_every)
     return cache_path or latest_cache(cache_dir), specs, cfg
 
 
@@ -293,14 +307,30 @@ def fit(runs_dir, **grid):
     cache_path, specs, cfg = _grid(**grid)
     console.print(f"fitting {len(specs)} run(s) on [bold]{cache_path}[/]")
     with _progress("epochs") as bar:
-        records = run_fit(cache_path, specs, cfg, runs_dir, progress=_epoch_bar(bar, cfg.epochs, len(specs)))
+        records = run_fit(cache_path, specs, cfg, runs_dir, progress=_epoch_bar(bar, cfg.epochs, len(specs)),
+                          notify=_note)
     t = Table(title=f"{len(records)} run(s) ({records[0].config['precision']}, "
                     f"{records[0].config['train_seconds']:.1f} s)")
-    for col in ("run", "best epoch", f"best {cfg.select}"):
+    for col in ("run", "best epoch", f"best {cfg.select}", "stopped"):
         t.add_column(col)
     for r in records:
-        t.add_row(str(r.path), str(r.config["best_epoch"]), f"{r.config['best_value']:.4f}")
+        best = "-" if r.config["best_value"] is None else f"{r.config['best_value']:.4f}"
+        t.add_row(str(r.path), str(r.config["best_epoch"]), best, f"{r.config.stop_reason} @ {r.config.stopped_epoch}")
     console.print(t)
+    _warn_diverged(records)
+
+
+def _note(message: str) -> None:
+    err_console.print(f"[yellow]note:[/] {message}", highlight=False, soft_wrap=True)
+
+
+def _warn_diverged(records) -> None:
+    """One warning line per diverged run (its loss became non-finite or exploded)."""
+    for r in records:
+        if r.config.diverged:
+            err_console.print(f"[bold yellow]warning:[/] run {r.path} diverged at epoch {r.config.stopped_epoch} "
+                              "(non-finite loss or > 1e3 x its initial loss; try a lower --lr); stopped, kept out "
+                              "of report means", highlight=False, soft_wrap=True)
 
 
 @main.command()
@@ -329,6 +359,9 @@ def sweep(runs_dir, activation, threshold, split, group_by, ray_address, **grid)
         with _progress("epochs") as bar:
             results = run_sweep(cache_path, specs, cfg, runs_dir, rules, split,
                                 progress=_epoch_bar(bar, cfg.epochs, len(specs)))
+    for d in sorted({r["run_dir"] for r in results if r.get("stop_reason") == "diverged"}):
+        err_console.print(f"[bold yellow]warning:[/] run {d} diverged (see stop_reason/stopped_epoch in its "
+                          "config.json); kept out of the report means", highlight=False, soft_wrap=True)
     multi = [k for k in ("beta", "eta") if grid.get(k) and len(_split_list(grid[k])) > 1]
     records = R.collect(sorted({r["run_dir"] for r in results}))
     for rule in dict.fromkeys(r["rule_name"] for r in records):
@@ -699,12 +732,12 @@ def losses_cmd():
     from .losses import describe
 
     t = Table(title="losses (mlhead fit --loss NAME)")
-    for col in ("name", "options (default; valid)", "source", "reduction"):
+    for col in ("name", "options (default; valid)", "source", "reduction", "--pos-weight"):
         t.add_column(col)
     for d in describe():
         opts = "\n".join(f"{o['name']}={o['default']} ({o['valid']})" for o in d["options"]) or "-"
         name = d["name"] + "".join(f"\n(alias: {a})" for a in d.get("aliases", []))
-        t.add_row(name, opts, d["source"], d["reduction"])
+        t.add_row(name, opts, d["source"], d["reduction"], d["pos_weight"] or "not accepted")
     console.print(t)
 
 

@@ -352,3 +352,28 @@ def test_sweep_killed_with_sigkill_resumes_to_identical_runs_and_metrics(tmp_pat
     subprocess.run(cmd(tmp_path / "b"), env=env, check=True, timeout=600)
     a, b = _run_files(tmp_path / "a"), _run_files(tmp_path / "b")
     assert len(a) == 8 and a == b
+
+
+# --------------------------------------------------------------------------------------------- CLI
+
+
+def test_cli_controls(tmp_path):
+    from click.testing import CliRunner
+
+    from mlhead.cli import main
+
+    cache = make_cache(tmp_path / "c.h5", n=(96, 32, 32), dim=12, n_classes=4)
+    base = ["fit", "--cache", str(cache), "--epochs", "3", "--hidden", "8", "--batch-size", "32", "--precision",
+            "fp32", "--runs-dir", str(tmp_path / "runs")]
+    res = CliRunner().invoke(main, base + ["--loss", "crossentropy", "--lr", "1e9,1e-2", "--weight-decay", "0,1e-2",
+                                           "--patience", "2", "--pos-weight", "auto", "--normalize", "l2"])
+    assert res.exit_code == 0, res.output
+    configs = [json.loads(p.read_text()) for p in sorted((tmp_path / "runs").rglob("config.json"))]
+    assert len(configs) == 4 and {c["weight_decay"] for c in configs} == {0.0, 1e-2}
+    assert all(c["patience"] == 2 and c["pos_weight"] == "auto" and c["normalize"] == "l2" for c in configs)
+    assert sorted(c["stop_reason"] for c in configs if c["lr"] == 1e9) == ["diverged", "diverged"]
+    assert res.output.count("diverged at epoch 1") == 2
+    res = CliRunner().invoke(main, base + ["--loss", "sigmoidf1", "--pos-weight", "auto"])
+    assert res.exit_code == 2 and "--pos-weight is not defined for --loss sigmoidf1" in res.output
+    res = CliRunner().invoke(main, ["losses"])
+    assert res.exit_code == 0 and "not accepted" in res.output and "pos_weight" in res.output
