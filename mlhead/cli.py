@@ -362,7 +362,7 @@ def sweep(runs_dir, activation, threshold, split, group_by, ray_address, **grid)
     for d in sorted({r["run_dir"] for r in results if r.get("stop_reason") == "diverged"}):
         err_console.print(f"[bold yellow]warning:[/] run {d} diverged (see stop_reason/stopped_epoch in its "
                           "config.json); kept out of the report means", highlight=False, soft_wrap=True)
-    multi = [k for k in ("beta", "eta") if grid.get(k) and len(_split_list(grid[k])) > 1]
+    multi = [k for k in ("beta", "eta", "lr", "weight_decay") if grid.get(k) and len(_split_list(grid[k])) > 1]
     records = R.collect(sorted({r["run_dir"] for r in results}))
     for rule in dict.fromkeys(r["rule_name"] for r in records):
         console.print(R.table2(records, split=split, rule=rule, group_by=group_by or "+".join(["loss", *multi])).to_rich())

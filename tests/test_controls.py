@@ -377,3 +377,16 @@ def test_cli_controls(tmp_path):
     assert res.exit_code == 2 and "--pos-weight is not defined for --loss sigmoidf1" in res.output
     res = CliRunner().invoke(main, ["losses"])
     assert res.exit_code == 0 and "not accepted" in res.output and "pos_weight" in res.output
+
+
+def test_cli_sweep_over_weight_decay_reports_one_row_per_value(tmp_path):
+    from click.testing import CliRunner
+
+    from mlhead.cli import main
+
+    cache = make_cache(tmp_path / "c.h5", n=(96, 32, 32), dim=12, n_classes=4)
+    res = CliRunner().invoke(main, ["sweep", "--cache", str(cache), "--loss", "crossentropy", "--seed", "0,1",
+                                    "--weight-decay", "0,0.01", "--epochs", "2", "--hidden", "8", "--precision", "fp32",
+                                    "--runs-dir", str(tmp_path / "runs")])
+    assert res.exit_code == 0, res.output
+    assert res.output.count("weight_decay=") == 2  # one row per value (without it: two seed-0 runs in a row, exit 2)
