@@ -1,17 +1,22 @@
 """Stage two: train heads on cached embeddings held in memory; many runs at once.
 
-Runs (loss, loss options, seed, lr) are grouped by (seed, lr): the runs of a group share the
-initial weights and the minibatch sequence, so they train as one :class:`~mlhead.heads.StackedHeads`
-whose first layer is a single wide GEMM. Minibatches are drawn by indexing a seeded permutation of
-the whole split (one tensor on the device; no per-example DataLoader). Adam (fused where
-available) on float32 master weights; forward/backward under bf16 autocast on CPUs with AMX or
-AVX512-BF16 (fp16/bf16 on CUDA); losses and metrics in float32. Each run keeps its own best epoch
-by a validation criterion and gets its own run directory (see :mod:`mlhead.runs`).
+Runs (loss, loss options, seed, lr, weight decay) are grouped by (seed, lr, weight decay): the runs
+of a group share the initial weights and the minibatch sequence, so they train as one
+:class:`~mlhead.heads.StackedHeads` whose first layer is a single wide GEMM. Minibatches are drawn by
+indexing a seeded permutation of the whole split (one tensor on the device; no per-example
+DataLoader). ``torch.optim.AdamW`` (fused where available; decoupled weight decay, Loshchilov & Hutter
+2019; with decay 0 it is Adam) per group on float32 master weights; forward/backward under bf16
+autocast on CPUs with AMX or AVX512-BF16, bf16 or fp16 with a ``torch.amp.GradScaler`` on CUDA;
+losses and metrics in float32. Each run keeps its own best epoch by a validation criterion, stops on
+its own (``patience``, divergence: :data:`DIVERGENCE_FACTOR`) and then leaves its group's stacked
+weights and AdamW state (compaction), and gets its own run directory (see :mod:`mlhead.runs`).
 
-:func:`fit` is four steps: :func:`_load` (splits onto the device, standardized if asked),
-:func:`_train_epoch` (one pass over the seeded permutation, every group), :func:`_validate` (val loss
-and the val F1s of :func:`mlhead.metrics.f1_scores` under ``FitConfig.val_rule``, the numbers
-``mlhead eval`` reports under that rule) and :class:`_BestTracker` (each run's best epoch and head).
+:func:`fit` is :func:`_load` (splits onto the device, normalized if asked, pos_weight resolved) and
+:func:`_train_loop`: per epoch :func:`_train_epoch` (one pass over the seeded permutation, every
+group), :func:`_validate` (val loss and the val F1s of :func:`mlhead.metrics.f1_scores` under
+``FitConfig.val_rule``, the numbers ``mlhead eval`` reports under that rule), :func:`_record_epoch`
+(history, :class:`_BestTracker`, stop decisions), compaction (:meth:`_Group.drop`) and a checkpoint
+(:func:`checkpoint_dir`) from which the same fit resumes.
 """
 
 from __future__ import annotations
