@@ -21,6 +21,7 @@ group), :func:`_validate` (val loss and the val F1s of :func:`mlhead.metrics.f1_
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import itertools
@@ -530,6 +531,8 @@ def fit(cache_path, specs: list[RunSpec], cfg: FitConfig | None = None, runs_dir
         records.append(rec)
     if ckpt is not None:
         shutil.rmtree(ckpt.parent, ignore_errors=True)
+        with contextlib.suppress(OSError):  # runs/.partial itself, once no other fit keeps a checkpoint there
+            ckpt.parent.parent.rmdir()
     return records
 
 
