@@ -168,7 +168,7 @@ def test_fit_then_eval_is_one_run_with_exact_records(fitted, tmp_path):
     cfg = load_config(run_dir)
     assert run.data.params == {
         "loss": "sigmoidf1", "loss.beta": "2.0", "loss.eta": "0.5", "seed": "0", "lr": "0.01", "epochs": "3",
-        "batch_size": "16", "hidden": "8", "dataset": "synthetic", "backbone": "none",
+        "weight_decay": "0.0", "batch_size": "16", "hidden": "8", "dataset": "synthetic", "backbone": "none",
         "weights_sha256": WEIGHTS_SHA, "cache_fingerprint": cfg["cache_fingerprint"]}
     history = _history_csv(run_dir)
     assert set(history) == {"train_loss", "val_loss", "val_micro_f1", "val_macro_f1"}
