@@ -197,7 +197,7 @@ def model_card(clf, run_dir: Path, diff: float | None) -> str:
              f"* cache: `{cfg.cache}` (fingerprint {cfg.cache_fingerprint[:12]})", "", "## Model", "",
              f"* backbone: {spec['backbone']} ({spec['modality']}, {spec['dim']}-d), weights sha256 "
              f"`{spec['weights_sha256'] or '(random init or hub)'}`",
-             f"* head: hidden {cfg.hidden}, standardize {cfg.standardize}; loss {cfg.loss} {cfg.loss_options or ''}, "
+             f"* head: hidden {cfg.hidden}, normalize {cfg.normalize}; loss {cfg.loss} {cfg.loss_options or ''}, "
              f"lr {cfg.lr:g}, seed {cfg.seed}, best epoch {cfg.best_epoch} of {cfg.epochs}",
              f"* decision rule (`rule.json`): **{clf.rule.name}**", "",
              f"## Test metrics under {clf.rule.name} (percent)", "", metrics, "", "## Files", "",
