@@ -62,7 +62,7 @@ bench: install
 
 lint: install
 	$(PIP) install -q ruff
-	$(VENV)/bin/ruff check --isolated --select F,E9 mlhead tests bench
+	$(VENV)/bin/ruff check mlhead tests bench tools
 
 clean:
 	rm -rf cache runs .pytest_cache
