@@ -128,7 +128,8 @@ def main(argv=None) -> int:
                                  {"image_column": "image", "id_column": "id"},
                                  InputOptions("image", image_column="image", id_column="id"), args, tmp / "i"))
         if args.only in (None, "text"):
-            table = arxiv_table(next((SHARED / "data" / "arxiv").rglob("*.csv")), args.text_n, tmp / "arxiv.jsonl")
+            source = SHARED / "data" / "arxiv" / "arxiv_metadata_first2000.csv"
+            table = arxiv_table(source, args.text_n, tmp / "arxiv.jsonl")
             results.append(bench("text", table, "minilm", None, {"text_column": "text", "id_column": "id"},
                                  InputOptions("text", id_column="id"), args, tmp / "t"))
     print(f"torch {torch.__version__}, {platform.processor() or platform.machine()}, {torch.get_num_threads()} "
