@@ -21,7 +21,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
-from .base import (DatasetError, DatasetLoader, Example, LoadedDataset, apply_split, file_list,
+from .base import (DatasetError, DatasetLoader, DatasetOption, Example, LoadedDataset, apply_split, file_list,
                    handle_bad_row, register)
 
 METADATA = "metadata"
@@ -222,8 +222,10 @@ class Arxiv2020(DatasetLoader):
               "(terms a Python list literal); --data-dir may name the file; -D file=NAME picks one of several")
     split_doc = "seeded 60/20/20 permutation (--split-seed, default 44) or --split-mode paper-contiguous"
     OPTIONS = {
-        "file": (None, "file inside --data-dir to use when it holds several (default: the metadata-format file)"),
-        "dedupe": (False, "drop rows whose text exactly repeats an earlier row's (the Keras data has duplicates)"),
+        "file": DatasetOption(None, "file inside --data-dir to use when it holds several (default: the "
+                                    "metadata-format file)"),
+        "dedupe": DatasetOption(False, "drop rows whose text exactly repeats an earlier row's (the Keras data has "
+                                       "duplicates)"),
     }
 
     def load(self, data_dir, split_seed=44, split_mode="random", on_error="raise", file=None, dedupe=False, **_):

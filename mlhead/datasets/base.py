@@ -14,7 +14,7 @@ is an image path or a text), the input files (for the cache fingerprint) and not
 
 from __future__ import annotations
 
-from ..errors import DatasetError  # noqa: F401  (re-exported)
+from ..errors import ConfigError, DatasetError  # noqa: F401  (DatasetError re-exported)
 
 import json
 import os
@@ -28,8 +28,42 @@ DATASETS: dict[str, type["DatasetLoader"]] = {}
 SPLIT_FRACTIONS = (0.6, 0.2, 0.2)
 SPLIT_MODES = ("random", "paper-contiguous", "stratified")
 LABEL_SEPARATORS = "|,;\t"
+TRUE_WORDS, FALSE_WORDS = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
 
 
+@dataclass(frozen=True)
+class DatasetOption:
+    """One dataset-specific option a loader declares in ``OPTIONS`` (name -> DatasetOption).
+
+    Declared once, it becomes the ``mlhead embed --<name>`` flag (``_`` -> ``-``), is accepted as
+    ``-D <name>=VALUE``, and is listed by ``mlhead datasets``. ``default`` is the loader's default (its
+    type gives the option's: bool -> an on/off flag; otherwise text); ``choices`` restricts the values.
+    """
+
+    default: object = None
+    help: str = ""
+    choices: tuple[str, ...] | None = None
+
+    @property
+    def is_flag(self) -> bool:
+        """True for on/off options (default ``True``/``False``)."""
+        return isinstance(self.default, bool)
+
+    def convert(self, value, flag: str):
+        """``value`` (a string from ``-D``, or an already typed value) as this option's type.
+
+        ``flag`` names the option in messages (``--voc-difficult`` or ``-D voc_difficult``). Raises
+        :class:`ConfigError` for a value that is not a boolean word (on/off options) or not one of
+        ``choices``.
+        """
+        if self.is_flag and isinstance(value, str):
+            word = value.strip().lower()
+            if word not in TRUE_WORDS + FALSE_WORDS:
+                raise ConfigError(f"{flag} {value!r} invalid; valid: true, false")
+            value = word in TRUE_WORDS
+        if self.choices is not None and value not in self.choices:
+            raise ConfigError(f"{flag} {value!r} invalid; valid: {', '.join(self.choices)}")
+        return value
 
 
 @dataclass
@@ -79,8 +113,8 @@ class DatasetLoader:
     default_backbone: str = "mobilenetv2_100"
     layout: str = ""
     split_doc: str = "seeded 60/20/20 permutation (--split-seed, default 44)"
-    #: dataset-specific options: name -> (default, help)
-    OPTIONS: dict[str, tuple[object, str]] = {}
+    #: dataset-specific options: name -> declaration (each is an ``mlhead embed --<name>`` flag)
+    OPTIONS: dict[str, DatasetOption] = {}
 
     def load(self, data_dir: Path, split_seed: int = 44, split_mode: str = "random",
              on_error: str = "raise", **options) -> LoadedDataset:  # pragma: no cover - abstract
@@ -103,6 +137,37 @@ def get_loader(name: str) -> DatasetLoader:
     if name not in DATASETS:
         raise DatasetError(f"unknown dataset {name!r}; available: {', '.join(sorted(DATASETS))}")
     return DATASETS[name]()
+
+
+def check_options(name: str, options: dict, flags: dict[str, str] | None = None) -> dict:
+    """Validate and type the dataset-specific ``options`` of dataset ``name`` against its ``OPTIONS``.
+
+    ``options`` maps option name -> value (strings from ``-D KEY=VALUE`` or typed values). ``flags``
+    maps an option name to the flag the user typed it as (default ``-D <name>``), for messages.
+    Returns a new dict of typed values. Raises :class:`DatasetError` for an unknown dataset and
+    :class:`ConfigError` for an option ``name`` does not declare (listing the ones it does) or a value
+    its declaration rejects.
+    """
+    declared = get_loader(name).OPTIONS
+    flags = flags or {}
+    out = {}
+    for key, value in options.items():
+        flag = flags.get(key, f"-D {key}")
+        if key not in declared:
+            valid = ", ".join(f"--{k.replace('_', '-')}" for k in declared) or "none"
+            raise ConfigError(f"{flag} is not an option of dataset {name!r}; its options: {valid} "
+                              "(see `mlhead datasets`)")
+        out[key] = declared[key].convert(value, flag)
+    return out
+
+
+def declared_options() -> dict[str, list[tuple[str, DatasetOption]]]:
+    """Every declared dataset option: option name -> [(dataset name, declaration), ...], sorted by name."""
+    out: dict[str, list[tuple[str, DatasetOption]]] = {}
+    for dataset, cls in sorted(DATASETS.items()):
+        for key, opt in cls.OPTIONS.items():
+            out.setdefault(key, []).append((dataset, opt))
+    return dict(sorted(out.items()))
 
 
 def default_data_dir(name: str) -> Path:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
-from .base import (DatasetError, DatasetLoader, Example, LoadedDataset, apply_split, file_list,
+from .base import (DatasetError, DatasetLoader, DatasetOption, Example, LoadedDataset, apply_split, file_list,
                    handle_bad_row, parse_labels, register)
 
 ORIGINAL_CSV = Path("original_genres") / "MovieGenreDownload.csv"
@@ -39,8 +39,9 @@ class MoviePosters(DatasetLoader):
               "or the Kaggle layout: MovieGenre*.csv (Poster = URL) + SampleMoviePosters/<imdbId>.jpg. "
               "Optional original_genres/MovieGenreDownload.csv (imdbId,Title,Genre) for --labels original. "
               "Rows whose image file is absent or whose Genre is empty are skipped (counted in the notes).")
-    OPTIONS = {"labels": ("altered", "altered: the CSV's Genre column; original: full original genres from "
-                                     "original_genres/MovieGenreDownload.csv (posters without a row are skipped)")}
+    OPTIONS = {"labels": DatasetOption("altered", "altered: the CSV's Genre column; original: full original genres "
+                                                  "from original_genres/MovieGenreDownload.csv (posters without a row "
+                                                  "are skipped)", choices=("altered", "original"))}
 
     def load(self, data_dir, split_seed=44, split_mode="random", on_error="raise", labels="altered", **_):
         data_dir = Path(data_dir)

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .base import (DatasetError, DatasetLoader, Example, LoadedDataset, apply_split, carve_val, file_list,
+from .base import (DatasetError, DatasetLoader, DatasetOption, Example, LoadedDataset, apply_split, carve_val, file_list,
                    handle_bad_row, register)
 
 NOMINAL_MODES = ("index", "onehot")
@@ -344,8 +344,10 @@ class Mulan(DatasetLoader):
     split_doc = ("the source's train/test files, val = seeded 20% of train (--split-seed); no split files: "
                  "seeded 60/20/20")
     OPTIONS = {
-        "name": (None, "dataset folder under --data-dir (emotions, scene, yeast, medical, enron, corel5k, ...)"),
-        "nominal": ("index", "nominal feature attributes: index (position in the declaration) | onehot"),
+        "name": DatasetOption(None, "dataset folder under --data-dir (emotions, scene, yeast, medical, enron, "
+                                    "corel5k, ...)"),
+        "nominal": DatasetOption("index", "nominal feature attributes: index (position in the declaration) | onehot",
+                                 choices=NOMINAL_MODES),
     }
 
     def load(self, data_dir, split_seed=44, split_mode="random", on_error="raise", name=None, nominal="index", **_):

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Callable
 
 from ..errors import ConfigError
-from .base import (SPLIT_MODES, DatasetError, DatasetLoader, Example, LoadedDataset, apply_split, file_list,
+from .base import (SPLIT_MODES, DatasetError, DatasetLoader, DatasetOption, Example, LoadedDataset, apply_split, file_list,
                    handle_bad_row, parse_labels, register)
 from .splits import (SPLIT_NAMES, hash_carve_val, hash_split, normalize_split_name, require_nonempty,
                      stratified_split)
@@ -93,19 +93,25 @@ class Table(DatasetLoader):
                  "stable seeded hash of each row's id: 60/20/20 on average, adding rows moves no row "
                  "(--split-seed); --split-mode stratified: iterative multilabel stratification")
     OPTIONS = {
-        "text_column": (None, "column holding the text"),
-        "image_column": (None, "column holding an image path (relative to the table file)"),
-        "labels_column": ("labels", "column holding the labels (a cell holding a JSON list is read as a list)"),
-        "label_sep": ("|", "separator inside the labels column"),
-        "label_columns": (None, "comma-separated one-hot label columns (values 0/1/true/false/empty)"),
-        "label_prefix": (None, "one-hot label columns: every column whose name starts with this prefix"),
-        "empty_labels": ("keep", "rows with no label: keep (all-zero label row) or error"),
-        "split_column": (None, "column with train/val/test per row (optional; dev/valid/validation = val)"),
-        "val_fraction": (0.2, "fraction of train carved out as val when the split column has no val rows"),
-        "id_column": (None, "column with a unique id (default: row number)"),
-        "classes": (None, "comma-separated class list; labels outside it are errors"),
-        "delimiter": (None, "CSV delimiter (default: sniffed from the header among , ; tab |; 'tab' or '\\t')"),
-        "encoding": (None, "text encoding of a CSV/TSV/JSONL file (default utf-8; e.g. latin-1, cp1252)"),
+        "text_column": DatasetOption(None, "column holding the text"),
+        "image_column": DatasetOption(None, "column holding an image path (relative to the table file)"),
+        "labels_column": DatasetOption("labels", "column holding the labels (a cell holding a JSON list is read "
+                                                 "as a list)"),
+        "label_sep": DatasetOption("|", "separator inside the labels column"),
+        "label_columns": DatasetOption(None, "comma-separated one-hot label columns (values 0/1/true/false/empty)"),
+        "label_prefix": DatasetOption(None, "one-hot label columns: every column whose name starts with this prefix"),
+        "empty_labels": DatasetOption("keep", "rows with no label: keep (all-zero label row) or error",
+                                      choices=EMPTY_LABELS),
+        "split_column": DatasetOption(None, "column with train/val/test per row (optional; dev/valid/validation "
+                                            "= val)"),
+        "val_fraction": DatasetOption(0.2, "fraction of train carved out as val when the split column has no val "
+                                           "rows"),
+        "id_column": DatasetOption(None, "column with a unique id (default: row number)"),
+        "classes": DatasetOption(None, "comma-separated class list; labels outside it are errors"),
+        "delimiter": DatasetOption(None, "CSV delimiter (default: sniffed from the header among , ; tab |; 'tab' "
+                                         "or '\\t')"),
+        "encoding": DatasetOption(None, "text encoding of a CSV/TSV/JSONL file (default utf-8; e.g. latin-1, "
+                                        "cp1252)"),
     }
 
     def load(self, data_dir, split_seed=44, split_mode="random", on_error="raise", **options) -> LoadedDataset:

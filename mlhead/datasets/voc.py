@@ -5,7 +5,7 @@ from __future__ import annotations
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
-from .base import (DatasetError, DatasetLoader, Example, LoadedDataset, apply_split, carve_val, file_list,
+from .base import (DatasetError, DatasetLoader, DatasetOption, Example, LoadedDataset, apply_split, carve_val, file_list,
                    handle_bad_row, register)
 
 VOC_CLASSES = ("aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
@@ -134,10 +134,13 @@ class Voc2007(DatasetLoader):
     split_doc = ("official trainval/test; val = seeded 20% of trainval (--split-seed); seeded 60/20/20 when "
                  "trainval.txt/test.txt are missing or overlap")
     OPTIONS = {
-        "voc_difficult": ("positive", "objects marked difficult: positive | ignore (stored as 0, pairs listed "
-                                      "in the dataset options) | negative"),
-        "labels_only": (False, "load labels even when JPEGImages/ is absent (inputs are expected paths)"),
-        "source": ("auto", "labels from: auto (XML if Annotations/ exists, else per-class lists) | xml | lists"),
+        "voc_difficult": DatasetOption("positive", "objects marked difficult: positive | ignore (stored as 0, "
+                                                   "pairs listed in the dataset options) | negative",
+                                       choices=DIFFICULT_POLICIES),
+        "labels_only": DatasetOption(False, "load labels even when JPEGImages/ is absent (inputs are expected "
+                                            "paths)"),
+        "source": DatasetOption("auto", "labels from: auto (XML if Annotations/ exists, else per-class lists) | "
+                                        "xml | lists", choices=SOURCES),
     }
 
     def load(self, data_dir, split_seed=44, split_mode="random", on_error="raise", voc_difficult="positive",
