@@ -29,16 +29,18 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+from .errors import ConfigError, DatasetError, DependencyError, MlheadError
+
 INSTALL_HINT = "pip install 'mlhead[ray]'"
 #: environment variables forwarded to the workers of a Ray instance started or joined here
 FORWARDED_ENV = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "MLHEAD_DATA_DIR", "HF_HOME", "TORCH_HOME")
 
 
-class RayUnavailableError(ImportError, ValueError):
+class RayUnavailableError(DependencyError, ValueError):
     """Ray is not installed (``pip install 'mlhead[ray]'``)."""
 
 
-class ClusterError(OSError):
+class ClusterError(MlheadError, OSError):
     """A Ray task failed for a system reason (worker or node died, out of memory) after its retries."""
 
 
@@ -108,7 +110,7 @@ def _resources(ray, n_tasks: int, cpus: float | None, gpus: float | None, device
             total = ray.cluster_resources().get("CPU", 1)
             cpus = max(1, min(int(biggest), int(total // max(1, n_tasks))))
     if cpus <= 0:
-        raise ValueError(f"CPUs per task {cpus} invalid; valid: > 0")
+        raise ConfigError(f"CPUs per task {cpus} invalid; valid: > 0")
     return cpus, gpus
 
 
@@ -338,7 +340,7 @@ def ray_embed(config, num_shards: int | None = None, address: str | None = None,
     if num_shards is not None and int(num_shards) < 1:
         raise ConfigError(f"--num-shards {num_shards} invalid; valid: >= 1")
     if not Path(config.data_dir).exists():
-        raise FileNotFoundError(f"--data-dir {Path(config.data_dir).resolve()}: no such file or folder (with --ray "
+        raise DatasetError(f"--data-dir {Path(config.data_dir).resolve()}: no such file or folder (with --ray "
                                 "it must be on storage every node sees, at the same path)")
     config = _absolute(config.validate())
     out = Path(config.output) if config.output is not None else None
@@ -420,7 +422,7 @@ def ray_sweep(cache_path, specs: Sequence, cfg, runs_dir, rules: Sequence = (), 
     rules = list(rules) or [DecisionRule()]
     cfg.validate()
     if not specs:
-        raise ValueError("no runs to fit")
+        raise ConfigError("no runs to fit")
     cache = Path(cache_path).resolve()
     if not cache.is_file():
         raise CacheError(f"cache file not found: {cache} (with --ray it must be on storage every node sees, "

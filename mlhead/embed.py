@@ -25,9 +25,10 @@ from torch.utils.data import DataLoader, Dataset
 
 from .encoders import BadInput, Encoder, create_encoder
 from .cache import CacheError, CacheFields, CacheLock, CacheWriter, cache_fields, check_reusable
-from .datasets import DatasetError, LoadedDataset, get_loader
+from .datasets import DatasetError, LoadedDataset, check_options, get_loader
 from .device import autocast, resolve_device, resolve_precision
-from .errors import ConfigError
+from .errors import ConfigError, NumericalError
+from .fileio import storage_errors
 
 ON_ERROR = ("raise", "skip")
 DEFAULT_BACKBONE = {"image": "mobilenetv2_100", "text": "minilm"}
@@ -257,7 +258,8 @@ def plan_embed(config: EmbedConfig) -> EmbedPlan:
     config.validate()
     data_dir = Path(config.data_dir)
     data = get_loader(config.dataset).load(data_dir, split_seed=config.split_seed, split_mode=config.split_mode,
-                                           on_error=config.on_error, **(config.dataset_options or {}))
+                                           on_error=config.on_error,
+                                           **check_options(config.dataset, config.dataset_options or {}))
     dev = resolve_device(config.device)
     bb = _resolve_encoder(config, data)
     prec = resolve_precision(config.precision, dev) if bb else "fp32"
@@ -297,7 +299,8 @@ def embed(config: EmbedConfig, progress: Callable | None = None, notify: Callabl
     t0 = time.perf_counter()
     plan = plan_embed(config)
     path, data = plan.path, plan.data
-    path.parent.mkdir(parents=True, exist_ok=True)
+    with storage_errors(path.parent):
+        path.parent.mkdir(parents=True, exist_ok=True)
     with CacheLock(path, wait=config.wait_lock, on_wait=notify):
         # checked under the lock: a writer we waited for may just have finished this very cache
         if path.exists() and not config.force:
@@ -446,7 +449,7 @@ def encode_batch(bb: Encoder, batch, dev, prec: str, where: str) -> np.ndarray:
         emb = bb.encode(to_device(batch, dev))
     emb_np = emb.float().cpu().numpy()
     if not np.isfinite(emb_np).all():
-        raise FloatingPointError(f"non-finite embeddings in {where}; try --precision fp32")
+        raise NumericalError(f"non-finite embeddings in {where}; try --precision fp32")
     return emb_np
 
 

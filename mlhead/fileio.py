@@ -9,6 +9,7 @@ temporary file is removed and the previous file, if any, is left untouched.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from pathlib import Path
@@ -68,3 +69,15 @@ def atomic_write_text(path: str | os.PathLike, text: str, durable: bool = True) 
 def atomic_write_json(path: str | os.PathLike, obj, durable: bool = True, indent: int = 2) -> Path:
     """:func:`atomic_write_bytes` for a JSON document (sorted keys off, trailing newline)."""
     return atomic_write_text(path, json.dumps(obj, indent=indent) + "\n", durable=durable)
+
+
+@contextlib.contextmanager
+def storage_errors(path: str | os.PathLike, verb: str = "write"):
+    """Context manager: an OSError inside the block (disk full, read-only folder, permission denied)
+    becomes one :class:`StorageError` ``cannot <verb> <path>: <reason>``; other errors pass through."""
+    try:
+        yield
+    except StorageError:
+        raise
+    except OSError as e:
+        raise StorageError(f"cannot {verb} {path}: {e.strerror or e}") from e

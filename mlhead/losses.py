@@ -51,6 +51,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .errors import ConfigError
+
 __all__ = [
     "LOSSES",
     "Option",
@@ -170,11 +172,11 @@ class Option:
         try:
             converted = _CONVERTERS[kind](value)
         except (TypeError, ValueError, OverflowError):
-            raise ValueError(
+            raise ConfigError(
                 f"{loss}: option {name}={value!r} is not a valid {kind.__name__}; valid: {self.valid}"
             ) from None
         if self.check is not None and not self.check(converted):
-            raise ValueError(f"{loss}: option {name}={converted!r} is out of range; valid: {self.valid}")
+            raise ConfigError(f"{loss}: option {name}={converted!r} is out of range; valid: {self.valid}")
         return converted
 
 
@@ -211,12 +213,13 @@ SMOOTH_OPTIONS: dict[str, Option] = {"beta": BETA, "eta": ETA, "presigmoid": PRE
 def canonical_name(name: str) -> str:
     """The registered name of loss ``name``, resolving :data:`ALIASES` ("bce" -> "crossentropy").
 
-    Raises ``ValueError`` for an unknown name (lists the valid names and aliases).
+    Raises :class:`~mlhead.errors.ConfigError` (a ValueError) for an unknown name (lists the valid names
+    and aliases).
     """
     name = ALIASES.get(name, name) if isinstance(name, str) else name
     if name not in LOSSES:
         aliases = ", ".join(f"{a} (= {n})" for a, n in ALIASES.items())
-        raise ValueError(f"unknown loss {name!r}; valid: {', '.join(LOSSES)}; aliases: {aliases}")
+        raise ConfigError(f"unknown loss {name!r}; valid: {', '.join(LOSSES)}; aliases: {aliases}")
     return name
 
 
@@ -224,14 +227,14 @@ def _lookup(name: str) -> type["Loss"]:
     try:
         return LOSSES[canonical_name(name)]
     except TypeError:
-        raise ValueError(f"unknown loss {name!r}; valid: {', '.join(LOSSES)}") from None
+        raise ConfigError(f"unknown loss {name!r}; valid: {', '.join(LOSSES)}") from None
 
 
 def _resolve_options(cls: type["Loss"], options: dict[str, Any]) -> dict[str, Any]:
     unknown = [k for k in options if k not in cls.OPTIONS]
     if unknown:
         valid = ", ".join(cls.OPTIONS) or "none (this loss takes no options)"
-        raise ValueError(f"{cls.NAME}: unknown option {unknown[0]!r}; valid options: {valid}")
+        raise ConfigError(f"{cls.NAME}: unknown option {unknown[0]!r}; valid options: {valid}")
     out = {}
     for name, opt in cls.OPTIONS.items():
         out[name] = opt.convert(cls.NAME, name, options[name]) if name in options else opt.default

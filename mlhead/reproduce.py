@@ -15,6 +15,7 @@ cache made with the protocol's split; :data:`PROTOCOLS` names it.
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +23,8 @@ from typing import Callable, Sequence
 
 from . import report as R
 from .cache import open_cache
+from .errors import CacheError, ConfigError
+from .fileio import atomic_write_text, storage_errors
 from .rules import DecisionRule
 from .sweep import sweep
 from .train import FitConfig, expand_grid
@@ -97,12 +100,12 @@ def table2_protocol(cache, protocol: str = "paper-text", runs_dir="runs", seeds:
     Raises ValueError for an unknown protocol.
     """
     if protocol not in PROTOCOLS:
-        raise ValueError(f"unknown protocol {protocol!r}; valid: {', '.join(PROTOCOLS)}")
+        raise ConfigError(f"unknown protocol {protocol!r}; valid: {', '.join(PROTOCOLS)}")
     p = PROTOCOLS[protocol]
     c = open_cache(cache)
     dataset = c.attrs.get("dataset", "")
     if c.attrs.get("split_mode", p.split_mode) not in (p.split_mode, "official", "modapte", "column"):
-        raise ValueError(f"{c.path}: split mode {c.attrs.get('split_mode')!r}, but protocol {protocol} needs "
+        raise CacheError(f"{c.path}: split mode {c.attrs.get('split_mode')!r}, but protocol {protocol} needs "
                          f"`mlhead embed --split-mode {p.split_mode}`")
     t_default, e_default = PAPER_SETTINGS.get(dataset, (0.05, 100))
     threshold = t_default if threshold is None else threshold
@@ -147,3 +150,59 @@ def zlpr_comparison(cache, runs_dir="runs", seeds: int = 5, epochs: int = 100, p
     records = R.collect(sorted({r["run_dir"] for r in res}))
     table = R.table2(records, metrics=ZLPR_METRICS, split="test", title="ZLPR-style comparison")
     return {"table": table, "records": records, "seconds": time.perf_counter() - t0, "runs_dir": root}
+
+
+def _csv(values: Sequence[float]) -> str:
+    return ",".join(f"{v:g}" for v in values)
+
+
+def table2_command(cache, protocol: str, seeds: int, epochs: int | None, threshold: float | None,
+                   betas: Sequence[float], etas: Sequence[float]) -> str:
+    """The ``mlhead reproduce table2`` command line that reruns a protocol (as written into its report)."""
+    return (f"mlhead reproduce table2 --cache {cache} --protocol {protocol} --seeds {seeds}"
+            + (f" --epochs {epochs}" if epochs is not None else "")
+            + (f" --threshold {threshold:g}" if threshold is not None else "")
+            + f" --beta {_csv(betas)} --eta {_csv(etas)}")
+
+
+def zlpr_command(cache, seeds: int, epochs: int, hidden: int = 1024, standardize: bool = False) -> str:
+    """The ``mlhead reproduce zlpr`` command line that reruns a comparison (as written into its report)."""
+    return (f"mlhead reproduce zlpr --cache {cache} --seeds {seeds} --epochs {epochs}"
+            + (f" --hidden {hidden}" if hidden != 1024 else "") + (" --standardize" if standardize else ""))
+
+
+def write_table2_report(res: dict, out_dir: str | os.PathLike, command: str) -> list[Path]:
+    """Write the report of a :func:`table2_protocol` result ``res`` into ``out_dir``.
+
+    Files: ``<dataset>-<protocol>.md`` (the command, settings, wall time, the measured table, the
+    paper's table, the beta x eta grid and its heatmap), ``.csv`` (the table) and the heatmap
+    ``-heatmap.png/.pdf``. Returns the paths written. Raises StorageError when a file cannot be written.
+    """
+    out = Path(out_dir)
+    stem = f"{res['dataset']}-{res['protocol']}"
+    files = R.plot_heatmap(res["grid_records"], "weighted_f1", out / f"{stem}-heatmap", split="val",
+                           loss="sigmoidf1")
+    table = res["table"]
+    md = (f"### {res['dataset']} ({res['backbone']}), protocol `{res['protocol']}`\n\n"
+          f"Command: `{command}`; {res['epochs']} epochs, rule `{table.rule}`, sigmoidF1 beta={res['beta']:g} "
+          f"eta={res['eta']:g} (best val weighted_f1 of the grid); wall time {res['seconds'] / 60:.1f} min "
+          f"(grid {res['grid_seconds'] / 60:.1f} min).\n\n{table.to_markdown()}\n\n"
+          f"{paper_table_markdown(res['dataset'])}\n{res['grid_table'].to_markdown()}\n\n"
+          f"![beta x eta heatmap]({files[0].name})\n")
+    with storage_errors(out):
+        out.mkdir(parents=True, exist_ok=True)
+    files.append(atomic_write_text(out / f"{stem}.md", md))
+    files.append(table.to_csv(out / f"{stem}.csv"))
+    return files
+
+
+def write_zlpr_report(res: dict, cache, out_dir: str | os.PathLike, command: str) -> list[Path]:
+    """Write ``<cache folder>-zlpr.md`` (command, wall time, table) of a :func:`zlpr_comparison` result
+    into ``out_dir``; returns the paths written. Raises StorageError when it cannot be written."""
+    out = Path(out_dir)
+    name = Path(cache).parent.name
+    md = (f"### {name}: ZLPR-style comparison\n\nCommand: `{command}`; wall time {res['seconds'] / 60:.1f} min.\n\n"
+          f"{res['table'].to_markdown()}\n")
+    with storage_errors(out):
+        out.mkdir(parents=True, exist_ok=True)
+    return [atomic_write_text(out / f"{name}-zlpr.md", md)]

@@ -11,9 +11,10 @@ import math
 from pathlib import Path
 from typing import Callable, Sequence
 
+from .errors import ConfigError
 from .rules import DecisionRule
 from .runs import evaluate_run, write_evaluation
-from .train import FitConfig, RunSpec, fit
+from .train import FitConfig, RunSpec, expand_grid, fit
 
 
 def run_cell(cache, specs: Sequence[RunSpec], cfg: FitConfig, runs_dir,
@@ -69,3 +70,51 @@ def sweep(cache, specs: Sequence[RunSpec], cfg: FitConfig, runs_dir,
           split: str = "test", progress: Callable[[int, int], None] | None = None) -> list[dict]:
     """Run a whole grid locally as a single stacked cell (fastest on one machine)."""
     return run_cell(cache, specs, cfg, Path(runs_dir), rules, split, progress)
+
+
+def build_grid(losses: Sequence[str], seeds: Sequence[int] = (0,), lrs: Sequence[float] = (1e-3,),
+               beta: Sequence[float] | None = None, eta: Sequence[float] | None = None, presigmoid: bool = False,
+               loss_options: dict[str, Sequence[str]] | None = None,
+               weight_decays: Sequence[float] = (0.0,)) -> list[RunSpec]:
+    """The run specs of ``mlhead fit`` / ``mlhead sweep``: every loss x option values x seed x lr x weight
+    decay (``--weight-decay`` list).
+
+    ``beta``/``eta`` (``--beta``/``--eta`` lists) and ``presigmoid`` go to the losses that accept them;
+    ``loss_options`` (``-O KEY=V1,V2``) maps other option names to lists of values (strings are
+    converted by each loss's option type). Raises :class:`~mlhead.errors.ConfigError` when ``-O``
+    repeats ``--beta``/``--eta``/``--presigmoid``, and as :func:`mlhead.train.expand_grid` does (unknown
+    loss, an option no listed loss accepts, an out-of-range value).
+    """
+    options: dict[str, list] = {}
+    if beta:
+        options["beta"] = list(beta)
+    if eta:
+        options["eta"] = list(eta)
+    if presigmoid:
+        options["presigmoid"] = [True]
+    for key, values in (loss_options or {}).items():
+        if key in options:
+            raise ConfigError(f"-O {key}=... repeats --{key}; give the values once")
+        options[key] = list(values)
+    return expand_grid(list(losses), list(seeds), list(lrs), options, list(weight_decays))
+
+
+def default_group_by(specs: Sequence[RunSpec]) -> str:
+    """Report rows for a grid: ``loss`` plus every loss option, ``lr`` and ``weight_decay`` that takes
+    more than one value in ``specs`` (e.g. ``loss+beta+eta`` for a beta x eta grid), joined with ``+``."""
+    values: dict[str, set] = {}
+    for s in specs:
+        for k, v in (*s.loss_options, ("lr", s.lr), ("weight_decay", s.weight_decay)):
+            values.setdefault(k, set()).add(v)
+    return "+".join(["loss", *(k for k, v in values.items() if len(v) > 1)])
+
+
+def result_tables(results: Sequence[dict], split: str = "test", group_by: str | None = None) -> list:
+    """One Table-2 (:class:`mlhead.report.Table2`) per decision rule of sweep ``results`` (the dicts
+    :func:`sweep` returns), rows grouped by ``group_by`` (default ``loss``). Errors as
+    :func:`mlhead.report.collect` and :func:`mlhead.report.table2`."""
+    from . import report as R
+
+    records = R.collect(sorted({r["run_dir"] for r in results}))
+    rules = dict.fromkeys(r["rule_name"] for r in records)
+    return [R.table2(records, split=split, rule=rule, group_by=group_by or "loss") for rule in rules]

@@ -40,7 +40,7 @@ from . import class_weights, normalize
 from . import losses as L
 from .cache import open_cache
 from .device import autocast, dtype_of, grad_scaler, resolve_device, resolve_precision
-from .errors import ConfigError
+from .errors import CacheError, ConfigError
 from .fileio import atomic_write_bytes
 from .heads import StackedHeads
 from .rules import DecisionRule
@@ -161,7 +161,7 @@ def expand_grid(losses: Sequence[str], seeds: Sequence[int] = (0,), lrs: Sequenc
                                      float(wd)))
     unused = set(options) - used
     if unused:
-        raise ValueError(f"option(s) {', '.join(sorted(unused))} not accepted by any of the losses "
+        raise ConfigError(f"option(s) {', '.join(sorted(unused))} not accepted by any of the losses "
                          f"{', '.join(losses)} (see `mlhead losses`)")
     return list(dict.fromkeys(specs))
 
@@ -254,17 +254,17 @@ class _Data:
 
 def _load(cache, cfg: FitConfig, dev, prec: str) -> _Data:
     """Load train and val, normalize them (``cfg.normalize``, statistics from train), resolve
-    ``cfg.pos_weight`` from the train labels, move them to ``dev``. Raises ValueError without a val split
+    ``cfg.pos_weight`` from the train labels, move them to ``dev``. Raises CacheError without a val split
     or with labels that are not multi-hot; ConfigError for a bad ``--pos-weight`` file."""
     if "val" not in cache.splits:
-        raise ValueError(f"{cache.path}: no val split to select the best epoch on")
+        raise CacheError(f"{cache.path}: no val split to select the best epoch on")
     store = torch.float32 if prec == "fp32" or cfg.normalize != "none" else dtype_of(prec)
     Xtr, Ytr, _ = cache.load("train", store)
     Xva, Yva, _ = cache.load("val", store)
     scaling = normalize.fit_stats(Xtr, cfg.normalize)  # stored with each head so eval applies it
     Xtr, Xva = normalize.apply(Xtr, cfg.normalize, scaling), normalize.apply(Xva, cfg.normalize, scaling)
     if Ytr.max() > 1 or Yva.max() > 1:  # once, instead of each loss checking every step
-        raise ValueError(f"{cache.path}: labels must be multi-hot 0/1")
+        raise CacheError(f"{cache.path}: labels must be multi-hot 0/1")
     pos_weight, notes = class_weights.resolve(cfg.pos_weight, Ytr, list(cache.classes))
     store = torch.float32 if prec == "fp32" else dtype_of(prec)
     return _Data(Xtr.to(dev, store), Ytr.to(dev, torch.float32), Xva.to(dev, store), Yva.to(dev, torch.float32),

@@ -17,6 +17,7 @@ from test_shards import KW, _write_table, assert_same_cache
 
 from mlhead.distributed import ray_embed, ray_sweep
 from mlhead.embed import EmbedConfig, embed
+from mlhead.errors import CacheError
 
 
 def single_process(table, cache_dir):
@@ -153,7 +154,7 @@ def test_failing_cell_names_itself_and_leaves_no_half_runs(local_ray, tmp_path):
                   [f"{s}{i}" for i in range(20)]) for s in ("train", "test")}
     cache = write_cache(tmp_path / "noval.h5", splits, ["a", "b", "c"])
     runs = tmp_path / "runs"
-    with pytest.raises(ValueError, match=r"^cell [01] \(1 run, seed [01]\): .*no val split"):
+    with pytest.raises(CacheError, match=r"^cell [01] \(1 run, seed [01]\): .*no val split"):
         ray_sweep(cache, expand_grid(["crossentropy"], seeds=[0, 1]), FitConfig(epochs=1, hidden=4), runs,
                   show_progress=False)
     assert not list(runs.rglob("config.json"))

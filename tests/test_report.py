@@ -11,6 +11,7 @@ import pytest
 
 from mlhead import metrics as M
 from mlhead import report as R
+from mlhead.errors import RunError
 
 LOSSES = ("sigmoidf1", "crossentropy", "focal")  # deliberately not in the paper's row order
 SEEDS = (0, 1, 2)
@@ -87,15 +88,15 @@ def test_collect_finds_runs_recursively(table_root):
 
 
 def test_collect_errors(tmp_path):
-    with pytest.raises(FileNotFoundError, match="nope"):
+    with pytest.raises(RunError, match="nope"):
         R.collect(tmp_path / "nope")
     (tmp_path / "empty").mkdir()
-    with pytest.raises(ValueError, match="no run directories"):
+    with pytest.raises(RunError, match="no run directories"):
         R.collect(tmp_path / "empty")
     run = tmp_path / "bad"
     _write_run(run, _config("focal", 0), [("test", SOFTMAX, {"map": 1.0})], history=False)
     (run / "eval" / "test__broken.json").write_text("{not json")
-    with pytest.raises(ValueError, match="test__broken.json"):
+    with pytest.raises(RunError, match="test__broken.json"):
         R.collect(run)
 
 
@@ -231,7 +232,7 @@ def test_other_plots(table_root, tmp_path):
         assert png.stat().st_size > 1000 and pdf.stat().st_size > 1000
     bad = tmp_path / "h.csv"
     bad.write_text("epoch,loss\n0,1\n")
-    with pytest.raises(ValueError, match="train_loss"):
+    with pytest.raises(RunError, match="train_loss"):
         R.plot_learning_curves([bad], tmp_path / "x")
 
 

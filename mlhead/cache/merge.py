@@ -26,7 +26,8 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from ..errors import CacheError
+from ..errors import CacheError, ConfigError
+from ..fileio import storage_errors
 from .checksum import verify_checksums
 from .finalize import CHUNK_ROWS
 from .fingerprint import describe_changes, diff_fingerprints, fingerprint_digest
@@ -54,7 +55,7 @@ def merged_path(shard: str | os.PathLike) -> Path:
     p = Path(shard)
     m = SHARD_NAME.match(p.name)
     if not m:
-        raise ValueError(f"{p}: not a shard file name (<name>.shard-<i>-of-<n>.h5); pass the output with -o")
+        raise ConfigError(f"{p}: not a shard file name (<name>.shard-<i>-of-<n>.h5); pass the output with -o")
     return p.with_name(m["stem"] + ".h5")
 
 
@@ -231,7 +232,8 @@ def merge_shards(paths: Sequence[str | os.PathLike], output: str | os.PathLike |
     for split in splits:  # single-run order: split by split, rows in order (shard 0 first)
         for sh in shards:
             skipped += [e for e in (sh.attrs.get("skipped") or []) if isinstance(e, dict) and e.get("split") == split]
-    out.parent.mkdir(parents=True, exist_ok=True)
+    with storage_errors(out.parent):
+        out.parent.mkdir(parents=True, exist_ok=True)
     with CacheLock(out):
         if out.exists() and not force:
             check_reusable(out, fp)  # raises for a stale or incomplete file (naming what changed)

@@ -8,7 +8,9 @@
 * :mod:`.render`: :class:`Table2` exports Markdown, LaTeX (booktabs), CSV and a rich table.
 * :mod:`.plots` (each written as PNG and PDF; the paths are returned): :func:`plot_heatmap`
   (Figure 3: metric over a beta x eta grid), :func:`plot_per_class_f1`, :func:`plot_pr_curves`,
-  :func:`plot_learning_curves`.
+  :func:`plot_learning_curves`; for ``mlhead report``: :func:`plot_learning_curves_of` (runs of
+  collected records) and :func:`plot_run_per_class` (a run's latest evaluation); :func:`write_table2`
+  writes the Markdown/LaTeX/CSV files.
 * :mod:`.html`: :func:`render_html` writes one self-contained HTML page of the tables and figures.
 """
 
@@ -25,9 +27,11 @@ from .aggregate import (
     table2,
 )
 from .html import per_class_data, render_html
-from .plots import plot_heatmap, plot_learning_curves, plot_per_class_f1, plot_pr_curves
-from .render import DISPLAY_NAMES, Table2
+from .plots import (plot_heatmap, plot_learning_curves, plot_learning_curves_of, plot_per_class_f1, plot_pr_curves,
+                    plot_run_per_class)
+from .render import DISPLAY_NAMES, Table2, write_table2
 
 __all__ = ["DISPLAY_NAMES", "LOSS_ORDER", "TABLE2_METRICS", "Table2", "collect", "config_value", "heatmap_grid",
-           "load_history", "per_class_data", "plot_heatmap", "plot_learning_curves", "plot_per_class_f1",
-           "plot_pr_curves", "render_html", "select", "table2"]
+           "load_history", "per_class_data", "plot_heatmap", "plot_learning_curves", "plot_learning_curves_of",
+           "plot_per_class_f1", "plot_pr_curves", "plot_run_per_class", "render_html", "select", "table2",
+           "write_table2"]

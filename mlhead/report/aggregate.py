@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from ..errors import ConfigError, RunError
 from ..metrics import LOWER_IS_BETTER, upgrade_metric_keys
 from ..rules import DecisionRule
 from ..runs import find_runs, migrate
@@ -46,7 +47,7 @@ def _read_json(path: Path) -> Any:
         with open(path, encoding="utf-8") as fh:
             return json.load(fh)
     except json.JSONDecodeError as exc:
-        raise ValueError(f"{path}: not valid JSON ({exc})") from exc
+        raise RunError(f"{path}: not valid JSON ({exc})") from exc
 
 
 def collect(paths: str | os.PathLike | Iterable[str | os.PathLike]) -> list[dict[str, Any]]:
@@ -64,8 +65,8 @@ def collect(paths: str | os.PathLike | Iterable[str | os.PathLike]) -> list[dict
         skipped.
 
     Raises:
-        FileNotFoundError: a path does not exist.
-        ValueError: no run directory under a path, or a malformed config/evaluation file (named).
+        RunError: a path does not exist or holds no run directory, or a config/evaluation file is
+            malformed (named).
     """
     if isinstance(paths, (str, os.PathLike)):
         paths = [paths]
@@ -78,12 +79,12 @@ def _run_dirs(paths: Iterable[str | os.PathLike]) -> list[Path]:
     for p in paths:
         p = Path(p)
         if not p.exists():
-            raise FileNotFoundError(f"{p}: no such run directory or root")
+            raise RunError(f"{p}: no such run directory or root")
         if not p.is_dir():
-            raise ValueError(f"{p}: expected a run directory or a directory of runs")
+            raise RunError(f"{p}: expected a run directory or a directory of runs")
         found = find_runs(p)
         if not found:
-            raise ValueError(f"{p}: no run directories (directories with config.json) found")
+            raise RunError(f"{p}: no run directories (directories with config.json) found")
         run_dirs.extend(found)
     return sorted({d.resolve() for d in run_dirs})
 
@@ -92,7 +93,7 @@ def _run_records(run: Path) -> list[dict[str, Any]]:
     """One record per evaluation file of one run directory (config migrated to the current schema)."""
     config = _read_json(run / "config.json")
     if not isinstance(config, dict):
-        raise ValueError(f"{run / 'config.json'}: expected a JSON object")  # noqa: TRY004
+        raise RunError(f"{run / 'config.json'}: expected a JSON object")  # noqa: TRY004
     config = migrate(config, str(run / "config.json"))
     files = sorted((run / "eval").glob("*.json")) if (run / "eval").is_dir() else []
     if not files and (run / "metrics.json").is_file():
@@ -101,7 +102,7 @@ def _run_records(run: Path) -> list[dict[str, Any]]:
     for f in files:
         ev = _read_json(f)
         if not isinstance(ev, dict) or not isinstance(ev.get("metrics"), dict) or "rule" not in ev:
-            raise ValueError(f"{f}: expected an object with 'split', 'rule' and 'metrics'")
+            raise RunError(f"{f}: expected an object with 'split', 'rule' and 'metrics'")
         rule = ev["rule"] if isinstance(ev["rule"], dict) else {"name": str(ev["rule"])}
         records.append({
             "run_dir": str(run),
@@ -151,14 +152,14 @@ def select(
 
     ``rule`` is a rule name ("softmax>=0.05"), a DecisionRule or its dict; ``None`` accepts the
     records only if they all share one rule. Likewise for ``dataset``/``backbone``. Raises
-    ValueError, listing what was found, when nothing matches or when records would be mixed.
+    ConfigError (RunError when there are no records), listing what was found, when nothing matches or when records would be mixed.
     """
     recs = list(records)
     if not recs:
-        raise ValueError("no evaluated runs given (run `mlhead eval` first)")
+        raise RunError("no evaluated runs given (run `mlhead eval` first)")
     chosen = [r for r in recs if r["split"] == split]
     if not chosen:
-        raise ValueError(f"no evaluations on split {split!r}; splits found: {_distinct(recs, lambda r: r['split'])}")
+        raise ConfigError(f"no evaluations on split {split!r}; splits found: {_distinct(recs, lambda r: r['split'])}")
     checks = (
         ("rule", lambda r: r["rule_name"], None if rule is None else _rule_name(rule)),
         ("dataset", lambda r: r["config"].get("dataset"), dataset),
@@ -169,9 +170,9 @@ def select(
         if wanted is not None:
             chosen = [r for r in chosen if str(fn(r)) == str(wanted)]
             if not chosen:
-                raise ValueError(f"no {split} evaluations with {what} {wanted!r}; {what}s found: {found}")
+                raise ConfigError(f"no {split} evaluations with {what} {wanted!r}; {what}s found: {found}")
         elif len(found) > 1:
-            raise ValueError(
+            raise ConfigError(
                 f"{split} evaluations mix {len(found)} {what}s: {found}; refusing to average across "
                 f"them, pass {what}= to choose one"
             )
@@ -221,7 +222,7 @@ def _group(records: list[dict], keys: list[str]) -> list[tuple[tuple, list[dict]
             how = (f"they differ in {differ}: add those keys to group_by (e.g. "
                    f"{'+'.join(keys + differ)!r}) or filter the records"
                    if differ else "their configs are identical (a copied run?): pass only one")
-            raise ValueError(
+            raise ConfigError(
                 f"row {_row_label(keys, k)!r} has several runs with seed {', '.join(dup)} "
                 f"({', '.join(r['run_dir'] for r in same)}); {how}"
             )
@@ -270,11 +271,11 @@ def table2(
     chosen = select(records, split=split, rule=rule, dataset=dataset, backbone=backbone)
     metrics = list(metrics)
     if not metrics:
-        raise ValueError("metrics must name at least one metric")
+        raise ConfigError("metrics must name at least one metric")
     _require_metrics(chosen, metrics)
     keys = [k.strip() for k in group_by.split("+") if k.strip()]
     if not keys:
-        raise ValueError("group_by must name a config key, e.g. 'loss' or 'loss+beta+eta'")
+        raise ConfigError("group_by must name a config key, e.g. 'loss' or 'loss+beta+eta'")
     groups = _group(chosen, keys)
     kept = [[r for r in rs if not _diverged(r)] for _, rs in groups]
     stats = [_row_stats(rs, metrics) for rs in kept]
@@ -299,7 +300,7 @@ def _require_metrics(records: list[dict], metrics: Sequence[str]) -> None:
     for r in records:
         missing = [m for m in metrics if m not in r["metrics"]]
         if missing:
-            raise ValueError(f"{r['path']}: no metric {missing}; available: {sorted(r['metrics'])}")
+            raise ConfigError(f"{r['path']}: no metric {missing}; available: {sorted(r['metrics'])}")
 
 
 def _diverged(record: dict) -> bool:
@@ -372,18 +373,18 @@ def heatmap_grid(
     grid = [r for r in records if config_value(r["config"], x) is not None
             and config_value(r["config"], y) is not None]
     if not grid:
-        raise ValueError(f"no evaluated run has both {x!r} and {y!r} in its config/loss_options")
+        raise ConfigError(f"no evaluated run has both {x!r} and {y!r} in its config/loss_options")
     losses = _distinct(grid, lambda r: r["config"].get("loss"))
     if loss is not None:
         grid = [r for r in grid if r["config"].get("loss") == loss]
         if not grid:
-            raise ValueError(f"no {x} x {y} grid runs with loss {loss!r}; losses found: {losses}")
+            raise ConfigError(f"no {x} x {y} grid runs with loss {loss!r}; losses found: {losses}")
     elif len(losses) > 1:
-        raise ValueError(f"{x} x {y} runs mix losses {losses}; pass loss= to choose one")
+        raise ConfigError(f"{x} x {y} runs mix losses {losses}; pass loss= to choose one")
     chosen = select(grid, split=split, rule=rule, dataset=dataset, backbone=backbone)
     for r in chosen:
         if metric not in r["metrics"]:
-            raise ValueError(f"{r['path']}: no metric {metric!r}; available: {sorted(r['metrics'])}")
+            raise ConfigError(f"{r['path']}: no metric {metric!r}; available: {sorted(r['metrics'])}")
     groups = _group(chosen, [x, y])
     xs = sorted({k[0] for k, _ in groups}, key=lambda v: _sort_part(x, v))
     ys = sorted({k[1] for k, _ in groups}, key=lambda v: _sort_part(y, v))
@@ -400,7 +401,7 @@ def heatmap_grid(
 
 
 def load_history(path: str | os.PathLike) -> dict[str, np.ndarray]:
-    """Read a run's history.csv into column -> float64 array (empty cells NaN). Raises ValueError
+    """Read a run's history.csv into column -> float64 array (empty cells NaN). Raises RunError
     (naming the file) if it lacks epoch/train_loss/val_loss or has a non-numeric cell."""
     path = Path(path)
     with open(path, newline="", encoding="utf-8") as fh:
@@ -408,7 +409,7 @@ def load_history(path: str | os.PathLike) -> dict[str, np.ndarray]:
         cols = reader.fieldnames or []
         missing = [c for c in ("epoch", "train_loss", "val_loss") if c not in cols]
         if missing:
-            raise ValueError(f"{path}: history lacks columns {missing}; has {cols}")
+            raise RunError(f"{path}: history lacks columns {missing}; has {cols}")
         data: dict[str, list[float]] = {c: [] for c in cols}
         for lineno, row in enumerate(reader, start=2):
             for c in cols:
@@ -416,5 +417,5 @@ def load_history(path: str | os.PathLike) -> dict[str, np.ndarray]:
                 try:
                     data[c].append(float(v) if v else math.nan)
                 except ValueError as exc:
-                    raise ValueError(f"{path}:{lineno}: column {c!r} value {v!r} is not a number") from exc
+                    raise RunError(f"{path}:{lineno}: column {c!r} value {v!r} is not a number") from exc
     return {c: np.asarray(v, dtype=np.float64) for c, v in data.items()}

@@ -213,13 +213,16 @@ class _Figures:
 def per_class_data(run: str | os.PathLike):
     """Per-class rows (:func:`mlhead.metrics.per_class`), scores, targets and class names of a run's
     latest evaluation (its ``metrics.json``), predicted from the run's cache: the data behind
-    :func:`.plots.plot_per_class_f1` and :func:`.plots.plot_pr_curves`."""
+    :func:`.plots.plot_per_class_f1` and :func:`.plots.plot_pr_curves`. Raises RunError when the run has
+    no evaluation yet."""
     run = Path(run)
     import json
 
     from ..metrics import DecisionRule, per_class, scores
     from ..runs import predict
 
+    if not (run / "metrics.json").is_file():
+        raise RunError(f"--per-class {run}: no evaluation yet (no metrics.json); run `mlhead eval --run {run}` first")
     doc = json.loads((run / "metrics.json").read_text(encoding="utf-8"))
     logits, targets, _, cfg = predict(run, doc["split"])
     rows = per_class(logits, targets, DecisionRule.from_dict(doc["rule"]), cfg["classes"])

@@ -15,7 +15,8 @@ from typing import Any
 
 import numpy as np
 
-from ..fileio import atomic_write_bytes
+from ..errors import ConfigError
+from ..fileio import atomic_write_bytes, storage_errors
 from ..rules import as_logits as _as_logits, as_targets as _as_targets
 from .aggregate import _fmt_value, heatmap_grid, load_history
 from .render import DISPLAY_NAMES
@@ -37,7 +38,8 @@ def _save(fig, path: str | os.PathLike) -> list[Path]:
     base = Path(path)
     if base.suffix.lower() in (".png", ".pdf"):
         base = base.with_suffix("")
-    base.parent.mkdir(parents=True, exist_ok=True)
+    with storage_errors(base.parent):
+        base.parent.mkdir(parents=True, exist_ok=True)
     out = [base.with_name(base.name + ".png"), base.with_name(base.name + ".pdf")]
     for path, kw in zip(out, ({"dpi": 150}, {})):
         buf = io.BytesIO()
@@ -207,7 +209,7 @@ def plot_learning_curves(
             c for c in h if c.startswith("val_") and c != "val_loss"]
         for q, c in enumerate(cols):
             if c not in h:
-                raise ValueError(f"{paths[k]}: no column {c!r}; has {sorted(h)}")
+                raise ConfigError(f"{paths[k]}: no column {c!r}; has {sorted(h)}")
             ax_m.plot(h["epoch"], h[c], color=color, ls=styles[q % len(styles)], label=f"{name} {c[4:]}")
     from matplotlib.ticker import MaxNLocator
 
@@ -229,3 +231,25 @@ def plot_learning_curves(
         handles = [Line2D([], [], color=cmap(k % 10), label=n) for k, n in enumerate(names)]
         ax_m.legend(handles=handles, fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0))
     return _save(fig, path)
+
+
+def plot_learning_curves_of(records: list[dict], path: str | os.PathLike) -> list[Path]:
+    """Learning curves (val micro-F1) of every run in ``records`` (from :func:`~.aggregate.collect`) that
+    has a ``history.csv``, each labelled ``<loss> <options> s<seed>``; PNG and PDF at ``path``. Raises
+    ValueError when no run has a history."""
+    from .html import _run_label
+
+    runs = {Path(r["run_dir"]): r["config"] for r in records if (Path(r["run_dir"]) / "history.csv").exists()}
+    return plot_learning_curves([d / "history.csv" for d in runs], path, metrics=["micro_f1"],
+                                labels=[_run_label(c) for c in runs.values()])
+
+
+def plot_run_per_class(run_dir: str | os.PathLike, out_dir: str | os.PathLike) -> list[Path]:
+    """Per-class F1 bars and PR curves of a run's latest evaluation (see :func:`~.html.per_class_data`),
+    as ``per_class_f1`` and ``pr_curves`` PNG/PDF in ``out_dir``. Raises RunError when the run has no
+    evaluation yet, and the errors of :func:`mlhead.runs.predict`."""
+    from .html import per_class_data
+
+    rows, probs, targets, classes = per_class_data(run_dir)
+    out = Path(out_dir)
+    return plot_per_class_f1(rows, out / "per_class_f1") + plot_pr_curves(probs, targets, classes, out / "pr_curves")

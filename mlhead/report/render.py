@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from ..fileio import atomic_write_text
+from ..fileio import atomic_write_text, storage_errors
 from ..metrics import LOWER_IS_BETTER
 
 
@@ -123,7 +123,8 @@ class Table2:
         """Machine-readable CSV (full precision): group, n, seeds, <metric>_mean/_std/_best, and the
         dataset, backbone, split and rule columns. Returns the path written."""
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
+        with storage_errors(path.parent):
+            path.parent.mkdir(parents=True, exist_ok=True)
         with io.StringIO(newline="") as fh:
             w = csv.writer(fh)
             w.writerow([self.group_by, "n", "seeds"]
@@ -185,3 +186,13 @@ _TEX = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#
 def _tex(s: str) -> str:
     out = "".join(_TEX.get(ch, ch) for ch in str(s))
     return out.replace("±", r"$\pm$").replace(">=", r"$\geq$").replace("↓", r"$\downarrow$")
+
+
+def write_table2(table: Table2, out_dir: str | os.PathLike) -> list[Path]:
+    """Write ``table`` as ``table2.md``, ``table2.tex`` and ``table2.csv`` into ``out_dir`` (created).
+    Returns the three paths. Raises StorageError (naming the file) when one cannot be written."""
+    out = Path(out_dir)
+    with storage_errors(out):
+        out.mkdir(parents=True, exist_ok=True)
+    return [atomic_write_text(out / "table2.md", table.to_markdown()),
+            atomic_write_text(out / "table2.tex", table.to_latex()), table.to_csv(out / "table2.csv")]
