@@ -49,5 +49,6 @@ class DependencyError(MlheadError, ImportError):
     """An optional extra (``mlhead[export]``, ``mlhead[track]``, ``ray``, ``open_clip``) is not installed."""
 
 
-class NumericalError(MlheadError, FloatingPointError):
-    """A computation produced non-finite values where finite ones are required."""
+class NumericalError(MlheadError, FloatingPointError, ValueError):
+    """A computation produced non-finite values where finite ones are required (also a ValueError:
+    non-finite logits are bad input to a metric or rule)."""

@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 from scipy.special import expit, logsumexp, softmax
 
-from .errors import ConfigError
+from .errors import ConfigError, NumericalError
 
 ACTIVATIONS = ("softmax", "sigmoid", "none")
 
@@ -70,7 +70,7 @@ def as_logits(logits: Any, name: str = "logits") -> np.ndarray:
     z = z.astype(np.float64, copy=False)
     if not np.isfinite(z).all():
         bad = np.argwhere(~np.isfinite(z))[0]
-        raise ValueError(
+        raise NumericalError(
             f"{name} contain NaN or inf (first at row {bad[0]}, column {bad[1]}); "
             "a diverged head cannot be evaluated"
         )

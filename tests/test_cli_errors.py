@@ -309,3 +309,22 @@ def test_check_options_library():
     assert check_options("voc2007", {"labels_only": False}) == {"labels_only": False}
     with pytest.raises(ConfigError, match="not an option of dataset 'reuters21578'; its options: none"):
         check_options("reuters21578", {"file": "x"})
+
+
+def test_diverged_run_is_one_line(tmp_path, monkeypatch):
+    """Evaluating a head whose logits are NaN (a diverged run) is an expected failure: one line."""
+    import numpy as np
+
+    import mlhead.runs
+    from mlhead.train import FitConfig, expand_grid, fit
+
+    cache = make_cache(tmp_path / "c.h5")
+    fit(cache, expand_grid(["crossentropy"]), FitConfig(epochs=1, hidden=8), tmp_path / "r")
+    real = mlhead.runs.predict
+
+    def nan_logits(*args, **kwargs):
+        logits, *rest = real(*args, **kwargs)
+        return (np.full_like(logits, np.nan), *rest)
+
+    monkeypatch.setattr(mlhead.runs, "predict", nan_logits)
+    fails(["eval", "--runs-dir", tmp_path / "r"], "logits contain NaN", "diverged")
