@@ -12,7 +12,7 @@ from __future__ import annotations
 import click
 
 from ..errors import MlheadError
-from . import cache, catalog, embed, fit, reproduce, report, sweep
+from . import cache, catalog, embed, export, fit, predict, reproduce, report, sweep
 from . import eval as eval_cmd
 from ._ui import err_console, print_error
 
@@ -47,7 +47,7 @@ def main(debug):
     """
 
 
-for _module in (embed, fit, sweep, eval_cmd, report, cache, reproduce, catalog):
+for _module in (embed, fit, sweep, eval_cmd, report, predict, export, cache, reproduce, catalog):
     for _command in _module.COMMANDS:
         main.add_command(_command)
 
