@@ -159,7 +159,7 @@ def test_pos_weight_focal_and_asl_equal_hand_loops():
     focal, asl = 0.0, 0.0
     for b in range(5):
         for c in range(3):
-            v, t, p = float(z[b, c]), float(y[b, c]), sig(float(z[b, c]))
+            t, p = float(y[b, c]), sig(float(z[b, c]))
             ce = -(w[c] * t * np.log(p) + (1 - t) * np.log(1 - p))
             pt = p if t else 1 - p
             focal += (0.25 if t else 0.75) * (1 - pt) ** 2 * ce
