@@ -30,12 +30,13 @@ def resolve_cache(cache: str | os.PathLike | None, cache_dir: str | os.PathLike 
 def resolve_runs(run: str | os.PathLike | None = None, runs_dir: str | os.PathLike = "runs",
                  all_runs: bool = False) -> list[Path]:
     """The run directories a command acts on: ``[run]`` when given; with ``all_runs`` every run
-    directory (a folder holding ``config.json``) under ``runs_dir``, sorted by path; else the newest run.
+    directory under ``runs_dir`` (:func:`mlhead.runs.find_runs`: MLflow artifact copies skipped), sorted by
+    path; else the newest run.
 
     Raises :class:`~mlhead.errors.RunError` when there is no run to act on (or ``run`` and
     ``all_runs`` are both given).
     """
-    from .runs import latest_run
+    from .runs import find_runs, latest_run
 
     if run is not None and all_runs:
         raise ConfigError("--run and --all exclude each other; give one")
@@ -43,7 +44,7 @@ def resolve_runs(run: str | os.PathLike | None = None, runs_dir: str | os.PathLi
         return [Path(run)]
     if not all_runs:
         return [latest_run(runs_dir)]
-    found = sorted(p.parent for p in Path(runs_dir).rglob("config.json"))
+    found = find_runs(runs_dir)
     if not found:
         raise RunError(f"no run under {runs_dir}/: run `mlhead fit` first or pass --run DIR")
     return found

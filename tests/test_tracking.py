@@ -23,6 +23,7 @@ from mlhead.rules import DecisionRule
 from mlhead.report import collect
 from mlhead.runs import evaluate_run, find_runs, latest_run, load_config
 from mlhead.train import FitConfig, RunSpec, fit
+from mlhead.workspace import resolve_runs
 
 needs_mlflow = pytest.mark.skipif(importlib.util.find_spec("mlflow") is None,
                                   reason="mlflow not installed (pip install 'mlhead[track]')")
@@ -130,6 +131,7 @@ def test_run_discovery_skips_mlflow_artifact_copies(tmp_path):
     os.utime(runs / "sub" / "r2" / "config.json", ns=(1, 1))  # the copy is newest, r1 next
     assert find_runs(runs) == [runs / "r1", runs / "sub" / "r2"]
     assert latest_run(runs) == runs / "r1"
+    assert resolve_runs(runs_dir=runs, all_runs=True) == [runs / "r1", runs / "sub" / "r2"]  # eval --all
     assert find_runs(runs / "r1") == [runs / "r1"] and find_runs(tmp_path / "none") == []
 
 
@@ -237,3 +239,80 @@ def test_errors_name_what_is_wrong(fitted, tmp_path):
         T.log_run(tmp_path, f"sqlite:///{tmp_path}/m.db")
     with pytest.raises(ConfigError, match="foo://bar"):
         T.log_run(fitted[1][0], "foo://bar")
+
+
+
+# ------------------------------------------------------------------------------------ CLI wiring
+
+
+def _cli(args, code=0):
+    from click.testing import CliRunner
+
+    from mlhead.cli import main
+
+    res = CliRunner().invoke(main, [str(a) for a in args])
+    assert res.exit_code == code, res.output
+    return res
+
+
+_FIT = ["--loss", "sigmoidf1", "--beta", "1", "--epochs", 2, "--batch-size", 16, "--hidden", 8, "--precision", "fp32"]
+
+
+@needs_mlflow
+def test_cli_fit_then_eval_track_one_run(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    cache, runs = _cache(tmp_path / "c.h5"), tmp_path / "runs"
+    res = _cli(["fit", "--cache", cache, *_FIT, "--runs-dir", runs, "--track", "mlflow"])
+    assert "tracked 1 run(s) in MLflow" in res.output
+    run_dir = next(p for p in runs.iterdir() if (p / "head.safetensors").exists())
+    uri = T.default_uri(runs)
+    run = _only_run(uri)
+    assert run.data.params["loss.beta"] == "1.0" and run.data.params["epochs"] == "2"
+    _cli(["eval", "--runs-dir", runs, "--threshold", "0.05", "--track", "mlflow"])  # the newest run: the fit's
+    _cli(["eval", "--run", run_dir, "--activation", "sigmoid", "--threshold", "0.5", "--track", "mlflow"])
+    run = _only_run(uri)
+    for slug in ("softmax-ge-0.05", "sigmoid-ge-0.5"):
+        saved = json.loads((run_dir / "eval" / f"test__{slug}.json").read_text())["metrics"]
+        assert {m: run.data.metrics[f"test/{slug}/{m}"] for m in saved} == saved
+    assert sorted(p.name for p in run_dir.parent.iterdir()) == sorted([run_dir.name, "mlflow.db", T.ARTIFACTS_DIR])
+    _cli(["eval", "--runs-dir", runs, "--all", "--track", f"mlflow:{uri}"])  # --all skips the artifact copies
+    assert len(_runs(uri)) == 1
+
+
+@needs_mlflow
+def test_cli_sweep_tracks_every_run_in_one_store(tmp_path):
+    cache, runs = _cache(tmp_path / "c.h5"), tmp_path / "runs"
+    uri = f"sqlite:///{tmp_path}/other/mlflow.db"
+    _cli(["sweep", "--cache", cache, *_FIT, "--seed", "0,1", "--threshold", "0.05,0.5", "--runs-dir", runs,
+          "--track", f"mlflow:{uri}"])
+    logged = _runs(uri)
+    assert sorted(r.data.params["seed"] for r in logged) == ["0", "1"]
+    for r in logged:
+        assert {"test/softmax-ge-0.05/macro_f1", "test/softmax-ge-0.5/macro_f1"} <= set(r.data.metrics)
+    assert not (runs / "mlflow.db").exists()
+
+
+@needs_mlflow
+def test_cli_reproduce_zlpr_tracks_its_runs(tmp_path):
+    cache, runs = _cache(tmp_path / "c.h5"), tmp_path / "runs"
+    _cli(["reproduce", "zlpr", "--cache", cache, "--seeds", 1, "--epochs", 1, "--hidden", 8, "--runs-dir", runs,
+          "--out-dir", tmp_path / "out", "--track", "mlflow"])
+    logged = _runs(T.default_uri(runs))
+    assert sorted(r.data.params["loss"] for r in logged) == sorted(["crossentropy", "focal", "dice1", "dice2", "zlpr"])
+    assert all("test/sigmoid-ge-0.5/macro_f1" in r.data.metrics for r in logged)
+
+
+@pytest.mark.parametrize("command", [["fit"], ["sweep"], ["eval"], ["reproduce", "table2", "--cache", "c.h5"],
+                                     ["reproduce", "zlpr", "--cache", "c.h5"]])
+def test_cli_bad_track_is_refused_before_any_work(command, tmp_path):
+    res = _cli([*command, "--runs-dir", tmp_path / "runs", "--track", "wandb"], code=2)
+    assert "--track" in res.output and "unknown tracker" in res.output
+    assert not (tmp_path / "runs").exists()
+
+
+def test_cli_track_without_mlflow_names_the_extra(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "mlflow", None)
+    cache = _cache(tmp_path / "c.h5")
+    res = _cli(["fit", "--cache", cache, *_FIT, "--runs-dir", tmp_path / "runs", "--track", "mlflow"], code=2)
+    assert "pip install 'mlhead[track]'" in res.output
+    assert not (tmp_path / "runs").exists()  # refused before fitting

@@ -21,8 +21,11 @@ err_console = Console(stderr=True, width=_WIDTH)
 
 
 def print_error(message: str) -> None:
-    """The one ``error: ...`` line of an expected failure (stderr)."""
-    err_console.print(f"[bold red]error:[/] {message}", highlight=False, markup=True, soft_wrap=True)
+    """The one ``error: ...`` line of an expected failure (stderr); ``message`` is printed as is (its
+    brackets, e.g. ``pip install 'mlhead[track]'``, are not read as rich markup)."""
+    from rich.markup import escape
+
+    err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, markup=True, soft_wrap=True)
 
 
 def note(message: str) -> None:

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+from . import _track
 from ._ui import console, table
 
 
@@ -44,8 +45,9 @@ def per_class_table(doc: dict):
 @click.option("--cache", "cache_path", type=click.Path(path_type=Path), default=None, help="override the run's cache")
 @click.option("--output", "-o", type=click.Path(path_type=Path), default=None, help="also write FILE.json or FILE.csv")
 @click.option("--per-class", is_flag=True, help="print the per-class table")
+@_track.track_option
 def eval_(run_dir, runs_dir, all_runs, split, activation, threshold, top_k, tune_thresholds, cache_path, output,
-          per_class):
+          per_class, track):
     """Apply an explicit decision rule to a fitted run and report every metric (percent)."""
     from ..rules import DecisionRule
     from ..runs import evaluate_run
@@ -62,6 +64,7 @@ def eval_(run_dir, runs_dir, all_runs, split, activation, threshold, top_k, tune
         if per_class:
             console.print(per_class_table(doc))
         console.print(f"wrote {doc['path']}")
+    _track.log(track, dirs, runs_dir)
 
 
 COMMANDS = [eval_]

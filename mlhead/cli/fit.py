@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from . import _grid
+from . import _grid, _track
 from ._ui import console, epoch_progress, err_console, progress_bar, table, warn
 
 
@@ -22,7 +22,8 @@ def warn_diverged(run_dirs, epochs: dict | None = None) -> None:
 
 @click.command()
 @_grid.grid_options
-def fit(runs_dir, **grid):
+@_track.track_option
+def fit(runs_dir, track, **grid):
     """Stage two: train the head(s) on cached embeddings; lists of losses/seeds/options train at once."""
     from ..train import fit as run_fit
 
@@ -38,6 +39,7 @@ def fit(runs_dir, **grid):
                         title=f"{len(records)} run(s) ({first['precision']}, {first['train_seconds']:.1f} s)"))
     warn_diverged([r.path for r in records if r.config.diverged],
                   {r.path: r.config.stopped_epoch for r in records})
+    _track.log(track, [r.path for r in records], runs_dir)
 
 
 COMMANDS = [fit]

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+from . import _track
 from ._ui import console
 from .types import CommaList
 
@@ -31,7 +32,8 @@ def reproduce():
 @click.option("--precision", type=PRECISIONS, default="auto", show_default=True)
 @click.option("--runs-dir", type=click.Path(path_type=Path), default=Path("runs/reproduce"), show_default=True)
 @click.option("--out-dir", type=click.Path(path_type=Path), default=Path("docs/reproduction"), show_default=True)
-def reproduce_table2(cache_path, protocol, seeds, epochs, threshold, betas, etas, precision, runs_dir, out_dir):
+@_track.track_option
+def reproduce_table2(cache_path, protocol, seeds, epochs, threshold, betas, etas, precision, runs_dir, out_dir, track):
     """sigmoidF1 Table 2: 5 losses x seeds, sigmoidF1 beta/eta chosen on val; table, grid, heatmap."""
     from ..reproduce import table2_command, table2_protocol, write_table2_report
 
@@ -41,6 +43,7 @@ def reproduce_table2(cache_path, protocol, seeds, epochs, threshold, betas, etas
     command = table2_command(cache_path, protocol, seeds, epochs, threshold, betas, etas)
     for p in write_table2_report(res, out_dir, command):
         console.print(f"wrote {p}")
+    _track.log(track, [r["run_dir"] for r in res["grid_records"] + res["records"]], runs_dir)
 
 
 @reproduce.command("zlpr")
@@ -51,7 +54,8 @@ def reproduce_table2(cache_path, protocol, seeds, epochs, threshold, betas, etas
 @click.option("--standardize", is_flag=True, help="z-score raw features with train statistics (MULAN)")
 @click.option("--runs-dir", type=click.Path(path_type=Path), default=Path("runs/reproduce"), show_default=True)
 @click.option("--out-dir", type=click.Path(path_type=Path), default=Path("docs/reproduction"), show_default=True)
-def reproduce_zlpr(cache_path, seeds, epochs, hidden, standardize, runs_dir, out_dir):
+@_track.track_option
+def reproduce_zlpr(cache_path, seeds, epochs, hidden, standardize, runs_dir, out_dir, track):
     """ZLPR-paper style comparison (BCE, focal, dice1, dice2, ZLPR) on one cache."""
     from ..reproduce import write_zlpr_report, zlpr_command, zlpr_comparison
 
@@ -59,6 +63,7 @@ def reproduce_zlpr(cache_path, seeds, epochs, hidden, standardize, runs_dir, out
     console.print(res["table"].to_rich())
     for p in write_zlpr_report(res, cache_path, out_dir, zlpr_command(cache_path, seeds, epochs, hidden, standardize)):
         console.print(f"wrote {p}")
+    _track.log(track, [r["run_dir"] for r in res["records"]], runs_dir)
 
 
 COMMANDS = [reproduce]

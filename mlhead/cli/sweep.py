@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from . import _grid
+from . import _grid, _track
 from ._ui import console, epoch_progress, progress_bar
 from .fit import warn_diverged
 from .types import CommaList
@@ -19,7 +19,8 @@ from .types import CommaList
 @click.option("--group-by", default=None, help="report rows [loss, plus every option the grid varies, e.g. loss+beta+eta]")
 @click.option("--ray", "ray_address", default=None, is_flag=False, flag_value="auto",
               help="spread grid cells over a Ray cluster (ADDRESS, or no value for a local Ray)")
-def sweep(runs_dir, activation, threshold, split, group_by, ray_address, **grid):
+@_track.track_option
+def sweep(runs_dir, activation, threshold, split, group_by, ray_address, track, **grid):
     """Fit a grid (losses x seeds x options) as stacked heads, evaluate every run, print the Table-2 report."""
     from ..rules import DecisionRule
     from ..sweep import default_group_by, result_tables, sweep as run_sweep
@@ -38,6 +39,7 @@ def sweep(runs_dir, activation, threshold, split, group_by, ray_address, **grid)
     warn_diverged(sorted({r["run_dir"] for r in results if r.get("stop_reason") == "diverged"}))
     for t in result_tables(results, split, group_by or default_group_by(specs)):
         console.print(t.to_rich())
+    _track.log(track, [r["run_dir"] for r in results], runs_dir)
 
 
 COMMANDS = [sweep]

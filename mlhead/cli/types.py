@@ -3,6 +3,8 @@
 * :class:`CommaList` -- ``--seed 0,1,2``, ``--threshold 0.05,0.5``: items split on ``,``, each converted
   by an item type; an empty item (``1,,2``) or an unconvertible one is an error naming the flag.
 * :class:`Shard` -- ``--shard i/n``: integers with ``0 <= i < n``, returned as ``(i, n)``.
+* :class:`Track` -- ``--track mlflow[:URI]``: parsed by :func:`mlhead.tracking.parse_spec` into a
+  :class:`~mlhead.tracking.TrackSpec`; MLflow must be importable (checked before any work starts).
 * :class:`KeyValue` -- ``-D KEY=VALUE``, ``-O KEY=V1,V2``: split at the first ``=``, the key normalised
   (``-`` -> ``_``), the value converted by a value type (text, or e.g. ``CommaList(str)``). With
   ``multiple=True`` use :func:`key_value_dict` as the callback to get a dict (repeated keys refused).
@@ -85,3 +87,24 @@ def key_value_dict(ctx, param, pairs) -> dict:
             raise click.BadParameter(f"{key} given twice", ctx=ctx, param=param)
         out[key] = value
     return out
+
+
+class Track(click.ParamType):
+    """``mlflow`` or ``mlflow:URI`` (see :func:`mlhead.tracking.parse_spec`), returned as a
+    :class:`~mlhead.tracking.TrackSpec`. A bad spec is a usage error; a missing MLflow raises the
+    :class:`~mlhead.errors.DependencyError` naming ``pip install 'mlhead[track]'`` (before any work)."""
+
+    name = "mlflow[:URI]"
+
+    def convert(self, value, param, ctx):
+        from ..errors import ConfigError
+        from ..tracking import TrackSpec, parse_spec, require_mlflow
+
+        if isinstance(value, TrackSpec):
+            return value
+        try:
+            spec = parse_spec(value)
+        except ConfigError as e:
+            self.fail(str(e), param, ctx)
+        require_mlflow()
+        return spec
