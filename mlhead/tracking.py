@@ -30,6 +30,7 @@ import hashlib
 import json
 import math
 import re
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -255,7 +256,11 @@ def _find_or_create_run(client, experiment_id: str, run_dir: Path, config: dict)
 
 
 def _point(step: int, value: float) -> tuple[int, float | str]:
-    return step, "nan" if math.isnan(value) else value
+    """A metric point as the store holds it, to compare: NaN equal to NaN, +-inf as +-float max (MLflow
+    stores infinities that way)."""
+    if math.isnan(value):
+        return step, "nan"
+    return step, max(-sys.float_info.max, min(sys.float_info.max, value))
 
 
 def _log_new(client, run_id: str, params: dict[str, str], metrics: dict[str, list[tuple[int, float]]]) -> None:

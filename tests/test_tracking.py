@@ -217,11 +217,12 @@ def test_default_store_sits_in_the_runs_dir(fitted, tmp_path, monkeypatch):
 
 
 @needs_mlflow
-def test_nan_epochs_are_logged_once(tmp_path):
+def test_non_finite_epochs_are_logged_once(tmp_path):
     run_dir = _fit(_cache(tmp_path / "c.h5"), tmp_path / "runs")[0]
     with open(run_dir / "history.csv", newline="") as fh:
         rows = list(csv.DictReader(fh))
-    rows[-1]["val_loss"] = "nan"  # a diverged epoch
+    rows[-1]["val_loss"] = "nan"  # a diverged run
+    rows[-1]["train_loss"], rows[-2]["train_loss"] = "inf", "-inf"
     with open(run_dir / "history.csv", "w", newline="") as fh:
         w = csv.DictWriter(fh, fieldnames=list(rows[0]))
         w.writeheader()
@@ -231,6 +232,8 @@ def test_nan_epochs_are_logged_once(tmp_path):
     T.log_run(run_dir, uri)
     logged = _logged_history(_client(uri), run_id, "val_loss")
     assert [s for s, _ in logged] == [1, 2, 3] and math.isnan(logged[-1][1])
+    logged = _logged_history(_client(uri), run_id, "train_loss")  # MLflow stores +-inf as +-float max
+    assert [s for s, _ in logged] == [1, 2, 3] and logged[1][1] == -sys.float_info.max == -logged[2][1]
 
 
 @needs_mlflow
