@@ -90,7 +90,7 @@ def cache_info_cmd(path, as_json):
 def cache_merge_cmd(shards, output, force, remove_shards):
     """Join the shard files of `mlhead embed --shard i/n` (all n, any order) into the file one run writes."""
     from ..cache import open_cache
-    from ..shards import merge_shards
+    from ..cache import merge_shards
 
     with progress_bar() as bar:
         path = merge_shards(shards, output, force=force, remove=remove_shards,
