@@ -21,6 +21,8 @@ import json
 import math
 from pathlib import Path
 
+import numpy as np
+import scipy.sparse as sp
 import torch
 
 from .errors import ConfigError
@@ -29,8 +31,11 @@ from .errors import ConfigError
 def from_labels(Y: torch.Tensor) -> tuple[torch.Tensor, list[int]]:
     """``auto`` weights from multi-hot train labels ``Y`` (N x C, any numeric dtype): (C float32
     tensor ``n_neg / n_pos``, indices of the classes clipped to 1 because they have no positive or
-    no negative)."""
-    pos = Y.to(torch.float64).sum(0)
+    no negative). A ``scipy.sparse`` matrix (CSR labels) is counted without densifying."""
+    if sp.issparse(Y):
+        pos = torch.from_numpy(np.asarray(Y.sum(0), dtype=np.float64).ravel())
+    else:
+        pos = Y.to(torch.float64).sum(0)
     neg = Y.shape[0] - pos
     bad = (pos == 0) | (neg == 0)
     w = torch.where(bad, torch.ones_like(pos), neg / pos.clamp(min=1))

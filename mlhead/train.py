@@ -1,10 +1,11 @@
-"""Stage two: train heads on cached embeddings held in memory; many runs at once.
+"""Stage two: train heads on cached embeddings (in memory, or streamed past ``--memory-budget``:
+:mod:`mlhead.datasource`); many runs at once.
 
 Runs (loss, loss options, seed, lr, weight decay) are grouped by (seed, lr, weight decay): the runs
 of a group share the initial weights and the minibatch sequence, so they train as one
 :class:`~mlhead.heads.StackedHeads` whose first layer is a single wide GEMM. Minibatches are drawn by
 indexing a seeded permutation of the whole split (one tensor on the device; no per-example
-DataLoader). ``torch.optim.AdamW`` (fused where available; decoupled weight decay, Loshchilov & Hutter
+DataLoader; streamed splits: the same within bounded shuffle buffers). ``torch.optim.AdamW`` (fused where available; decoupled weight decay, Loshchilov & Hutter
 2019; with decay 0 it is Adam) per group on float32 master weights; forward/backward under bf16
 autocast on CPUs with AMX or AVX512-BF16, bf16 or fp16 with a ``torch.amp.GradScaler`` on CUDA;
 losses and metrics in float32. Each run keeps its own best epoch by a validation criterion, stops on
@@ -39,6 +40,7 @@ import torch
 from . import class_weights, normalize
 from . import losses as L
 from .cache import open_cache
+from .datasource import default_budget, format_size, train_source
 from .device import autocast, dtype_of, grad_scaler, resolve_device, resolve_precision
 from .errors import CacheError, ConfigError
 from .fileio import atomic_write_bytes
@@ -101,6 +103,7 @@ class FitConfig:
     patience: int | None = None
     pos_weight: str = "none"
     checkpoint_every: int = 1
+    memory_budget: int | None = None  # bytes of data fit may hold (None: datasource.default_budget())
 
     def __post_init__(self):
         if self.standardize:
@@ -118,7 +121,9 @@ class FitConfig:
                                        ("patience", self.patience, self.patience is None or self.patience >= 1,
                                         ">= 1"),
                                        ("checkpoint-every", self.checkpoint_every, self.checkpoint_every >= 0,
-                                        ">= 0")):
+                                        ">= 0"),
+                                       ("memory-budget", self.memory_budget,
+                                        self.memory_budget is None or self.memory_budget > 0, "> 0")):
             if not ok:
                 raise ConfigError(f"--{name} {value} is out of range; valid: {valid}")
         if self.select not in SELECT_CHOICES:
@@ -240,10 +245,10 @@ def _predict(heads: StackedHeads, X: torch.Tensor, dev, prec, chunk: int = 8192)
 
 @dataclass
 class _Data:
-    """The train and val splits on the device (inputs in the storage dtype, targets float32)."""
+    """The train split (a :mod:`mlhead.datasource` source: in memory or streamed) and the val split on
+    the device (inputs in the compute dtype, targets float32)."""
 
-    Xtr: torch.Tensor
-    Ytr: torch.Tensor
+    train: object  # datasource.InMemorySource | datasource.StreamingSource
     Xva: torch.Tensor
     Yva: torch.Tensor
     yva: np.ndarray  # val targets, uint8 N x C on the host (for the metrics)
@@ -253,46 +258,50 @@ class _Data:
 
 
 def _load(cache, cfg: FitConfig, dev, prec: str) -> _Data:
-    """Load train and val, normalize them (``cfg.normalize``, statistics from train), resolve
+    """Open train as a :func:`mlhead.datasource.train_source` (in memory, or streamed when larger than
+    ``cfg.memory_budget``), load val, normalize both (``cfg.normalize``, statistics from train), resolve
     ``cfg.pos_weight`` from the train labels, move them to ``dev``. Raises CacheError without a val split
-    or with labels that are not multi-hot; ConfigError for a bad ``--pos-weight`` file."""
+    or with labels that are not multi-hot; ConfigError for a bad ``--pos-weight`` file or a budget too
+    small to stream in."""
     if "val" not in cache.splits:
         raise CacheError(f"{cache.path}: no val split to select the best epoch on")
     store = torch.float32 if prec == "fp32" or cfg.normalize != "none" else dtype_of(prec)
-    Xtr, Ytr, _ = cache.load("train", store)
+    compute = torch.float32 if prec == "fp32" else dtype_of(prec)
     Xva, Yva, _ = cache.load("val", store)
-    scaling = normalize.fit_stats(Xtr, cfg.normalize)  # stored with each head so eval applies it
-    Xtr, Xva = normalize.apply(Xtr, cfg.normalize, scaling), normalize.apply(Xva, cfg.normalize, scaling)
-    if Ytr.max() > 1 or Yva.max() > 1:  # once, instead of each loss checking every step
+    if Yva.max() > 1:  # once, instead of each loss checking every step (train: checked by train_source)
         raise CacheError(f"{cache.path}: labels must be multi-hot 0/1")
-    pos_weight, notes = class_weights.resolve(cfg.pos_weight, Ytr, list(cache.classes))
-    store = torch.float32 if prec == "fp32" else dtype_of(prec)
-    return _Data(Xtr.to(dev, store), Ytr.to(dev, torch.float32), Xva.to(dev, store), Yva.to(dev, torch.float32),
-                 Yva.numpy(), scaling, None if pos_weight is None else pos_weight.to(dev), notes)
+    budget = cfg.memory_budget or default_budget()
+    val_bytes = Xva.numel() * Xva.element_size() + Yva.numel() * 5  # + the float32 copy on the device
+    train, scaling = train_source(cache, "train", cfg.normalize, compute, dev, budget, val_bytes)
+    notes = [f"--memory-budget {format_size(budget)}{'' if cfg.memory_budget else ' (default: half the available RAM)'}"
+             f": train split {'streamed in shuffle buffers of ' + str(train.window_rows) + ' rows' if train.streaming else 'in memory'}"]
+    Xva = normalize.apply(Xva, cfg.normalize, scaling)
+    pos_weight, pw_notes = class_weights.resolve(cfg.pos_weight, train.labels.host(), list(cache.classes))
+    return _Data(train, Xva.to(dev, compute), Yva.to(dev, torch.float32), Yva.numpy(), scaling,
+                 None if pos_weight is None else pos_weight.to(dev), notes + pw_notes)
 
 
-def _train_epoch(groups: list[_Group], data: _Data, perms: dict, cfg: FitConfig, dev, prec, scaler,
-                 n_runs: int) -> tuple[list[float], list[float]]:
-    """One pass over the train split in minibatches of the seeded permutations ``perms`` (seed -> N
-    indices); every group steps on the same batch positions (``scaler``: a torch.amp.GradScaler).
+def _train_epoch(groups: list[_Group], batches, dev, prec, scaler, n_runs: int) -> tuple[list[float], list[float]]:
+    """One pass over the train split in the minibatches ``batches`` (an iterator of seed -> (X, Y), from
+    :mod:`mlhead.datasource`); every group steps on the same batch positions (``scaler``: a
+    torch.amp.GradScaler).
     Returns (mean train loss, loss on the epoch's first minibatch before its step), per run index
     (length ``n_runs``; runs no longer training keep 0)."""
-    N = data.Xtr.shape[0]
     train_sum = torch.zeros(n_runs, device=dev)
     first = torch.zeros(n_runs, device=dev)
     n_steps = 0
-    for start in range(0, N, cfg.batch_size):
+    for step, batch in enumerate(batches):
         total = 0.0
         for g in groups:
             g.opt.zero_grad(set_to_none=True)
-            idx = perms[g.seed][start:start + cfg.batch_size]
+            X, Y = batch[g.seed]
             with autocast(dev, prec):
-                logits = g.heads(data.Xtr.index_select(0, idx))
-            per_run = _group_loss(g, logits, data.Ytr.index_select(0, idx))
+                logits = g.heads(X)
+            per_run = _group_loss(g, logits, Y)
             total = total + per_run.sum()
             runs = torch.tensor(g.runs, device=dev)
             train_sum.index_add_(0, runs, per_run.detach())
-            if start == 0:
+            if step == 0:
                 first.index_copy_(0, runs, per_run.detach())
         scaler.scale(total).backward()
         for g in groups:
@@ -403,14 +412,14 @@ def _run_config(spec: RunSpec, cfg: FitConfig, cache, data: _Data, prec: str, st
     """The :class:`~mlhead.runs.RunConfig` of run ``i``."""
     best = state.best
     return RunConfig(
-        loss=spec.loss, classes=list(cache.classes), dim=int(data.Xtr.shape[1]), hidden=cfg.hidden,
+        loss=spec.loss, classes=list(cache.classes), dim=data.train.dim, hidden=cfg.hidden,
         epochs=cfg.epochs, batch_size=cfg.batch_size, precision=prec, device=cfg.device, select=cfg.select,
         val_rule=cfg.val_rule.to_dict(), val_every=cfg.val_every, normalize=cfg.normalize, patience=cfg.patience,
         pos_weight=str(cfg.pos_weight),
         pos_weight_values=None if data.pos_weight is None else [float(w) for w in data.pos_weight.cpu()],
         loss_options=spec.options, seed=spec.seed, lr=spec.lr, weight_decay=spec.weight_decay,
         dataset=cache.attrs.get("dataset", ""), backbone=cache.attrs.get("backbone", ""),
-        cache=str(Path(cache.path).resolve()), cache_fingerprint=cache.fingerprint, n_train=int(data.Xtr.shape[0]),
+        cache=str(Path(cache.path).resolve()), cache_fingerprint=cache.fingerprint, n_train=data.train.n_rows,
         n_val=int(data.Xva.shape[0]), best_epoch=best.epoch[i], best_value=best.value[i],
         stopped_epoch=state.stopped_epoch[i], stop_reason=state.stop_reason[i], stacked_runs=n_runs,
         train_seconds=state.seconds,
@@ -424,7 +433,7 @@ def checkpoint_dir(runs_dir, cache, specs: list[RunSpec], cfg: FitConfig, prec: 
     """``<runs_dir>/.partial/fit-<key>``: where a fit of these specs and options on this cache keeps its
     per-epoch checkpoint; the same command finds the same folder (key: sha256 of cache fingerprint,
     specs and options)."""
-    opts = {k: v for k, v in asdict(cfg).items() if k not in ("checkpoint_every", "standardize")}
+    opts = {k: v for k, v in asdict(cfg).items() if k not in ("checkpoint_every", "standardize", "memory_budget")}
     doc = {"cache": cache.fingerprint, "specs": [asdict(s) for s in specs],
            "cfg": {**opts, "val_rule": cfg.val_rule.to_dict(), "precision": prec}}
     key = hashlib.sha256(json.dumps(doc, sort_keys=True, default=str).encode()).hexdigest()[:16]
@@ -448,7 +457,7 @@ def _load_checkpoint(path: Path, specs, data: _Data, cfg: FitConfig, dev, scaler
     doc = torch.load(path, map_location="cpu", weights_only=True)
     groups = []
     for d in doc["groups"]:
-        heads = StackedHeads(data.Xtr.shape[1], cfg.hidden, data.Ytr.shape[1], [d["seed"]] * len(d["runs"]))
+        heads = StackedHeads(data.train.dim, cfg.hidden, data.train.n_classes, [d["seed"]] * len(d["runs"]))
         heads.load_state_dict(d["heads"])
         g = _Group(d["seed"], d["lr"], d["weight_decay"], list(d["runs"]), heads.to(dev))
         g.setup(specs, data.pos_weight, dev)
@@ -469,7 +478,7 @@ def _start(specs, data: _Data, cfg: FitConfig, dev, scaler, ckpt: Path | None):
     """Fresh groups/generators/progress, or those of the checkpoint ``ckpt`` when it exists (resume)."""
     if ckpt is not None and ckpt.is_file():
         return _load_checkpoint(ckpt, specs, data, cfg, dev, scaler)
-    groups = _make_groups(specs, data.Xtr.shape[1], cfg.hidden, data.Ytr.shape[1], dev, data.pos_weight)
+    groups = _make_groups(specs, data.train.dim, cfg.hidden, data.train.n_classes, dev, data.pos_weight)
     gens = {g.seed: torch.Generator().manual_seed(g.seed + 1_000_003) for g in groups}
     n = len(specs)
     state = _Progress([[] for _ in specs], _BestTracker(n, cfg.select), [math.nan] * n, [0] * n, ["completed"] * n)
@@ -479,8 +488,8 @@ def _start(specs, data: _Data, cfg: FitConfig, dev, scaler, ckpt: Path | None):
 def _run_epoch(epoch: int, groups, gens, data, cfg, dev, prec, scaler, state: _Progress, specs) -> list[_Group]:
     """Train, validate and record one epoch; stopped runs leave the stacked heads. Returns the groups
     still training."""
-    perms = {s: torch.randperm(data.Xtr.shape[0], generator=gens[s]).to(dev) for s in {g.seed for g in groups}}
-    train_loss, first = _train_epoch(groups, data, perms, cfg, dev, prec, scaler, len(specs))
+    batches = data.train.batches({s: gens[s] for s in {g.seed for g in groups}}, cfg.batch_size, epoch)
+    train_loss, first = _train_epoch(groups, batches, dev, prec, scaler, len(specs))
     if epoch == 1:
         state.init_loss = first
     rows = _epoch_rows(groups, data, cfg, dev, prec, epoch, train_loss,

@@ -25,6 +25,12 @@ from .labels import choose_layout, write_labels
 
 #: rows copied per step when streaming between files
 CHUNK_ROWS = 4096
+#: HDF5 chunk shape of ``/<split>/embeddings``: (EMB_CHUNK_ROWS, D), row-major, uncompressed. A chunk is
+#: a contiguous block of whole rows (1024 x 768 float16 = 1.5 MiB), which is what ``fit`` streams past
+#: ``--memory-budget`` (mlhead.datasource reads one chunk per block, in shuffled block order); whole rows
+#: also keep ``predict --cache`` and eval's sequential reads chunk-aligned. No compression: float16
+#: embeddings barely compress and decompression would cost CPU on every streamed epoch.
+EMB_CHUNK_ROWS = 1024
 
 
 def set_root_attrs(f: h5py.File, classes: Sequence[str], attrs: dict, fingerprint: dict, skipped: list,
@@ -56,7 +62,7 @@ def _write_split(f: h5py.File, journal: Journal, split: str, layout: str) -> Non
     n, D, C = journal.done(split), journal.dim, len(journal.classes)
     f_emb, _, f_ids = journal.files(split)
     g = f.create_group(split)
-    e = g.create_dataset("embeddings", shape=(n, D), dtype=EMB_DTYPE, chunks=(min(max(n, 1), 1024), D) if n else None)
+    e = g.create_dataset("embeddings", shape=(n, D), dtype=EMB_DTYPE, chunks=(min(n, EMB_CHUNK_ROWS), D) if n else None)
     c = Checksum()
     for i, chunk in enumerate(_raw_chunks(f_emb, EMB_DTYPE, (n, D))):
         e[i * CHUNK_ROWS:i * CHUNK_ROWS + len(chunk)] = chunk

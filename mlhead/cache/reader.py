@@ -95,11 +95,21 @@ class Cache:
         """
         with h5py.File(self.path, "r") as f:
             g = self._group(f, split)
-            emb = torch.from_numpy(self._read(g["embeddings"], verify)).to(dtype)
+            emb = self._embeddings(g, dtype, verify)
             lab = self._labels(g, verify)
             lab = torch.from_numpy(lab.toarray() if sp.issparse(lab) else lab)
             ids = [s.decode() if isinstance(s, bytes) else str(s) for s in self._read(g["ids"], verify)]
         return emb, lab, ids
+
+    def _embeddings(self, g: h5py.Group, dtype: torch.dtype | None, verify: bool) -> torch.Tensor:
+        emb = torch.from_numpy(self._read(g["embeddings"], verify))
+        return emb if dtype is None else emb.to(dtype)
+
+    def load_embeddings(self, split: str, dtype: torch.dtype | None = None, verify: bool = True) -> torch.Tensor:
+        """The embeddings of one split only (N x D): in ``dtype``, or as stored (float16) when None, then
+        without any copy beyond the read. ``verify`` and errors as in :meth:`load`."""
+        with h5py.File(self.path, "r") as f:
+            return self._embeddings(self._group(f, split), dtype, verify)
 
     def load_sparse(self, split: str, verify: bool = True) -> sp.csr_matrix:
         """The labels of one split as a ``scipy.sparse.csr_matrix`` (N x C, uint8 ones), from either

@@ -5,6 +5,7 @@
 * :class:`Shard` -- ``--shard i/n``: integers with ``0 <= i < n``, returned as ``(i, n)``.
 * :class:`Track` -- ``--track mlflow[:URI]``: parsed by :func:`mlhead.tracking.parse_spec` into a
   :class:`~mlhead.tracking.TrackSpec`; MLflow must be importable (checked before any work starts).
+* :class:`MemorySize` -- ``--memory-budget 1G``: bytes (binary units).
 * :class:`KeyValue` -- ``-D KEY=VALUE``, ``-O KEY=V1,V2``: split at the first ``=``, the key normalised
   (``-`` -> ``_``), the value converted by a value type (text, or e.g. ``CommaList(str)``). With
   ``multiple=True`` use :func:`key_value_dict` as the callback to get a dict (repeated keys refused).
@@ -108,3 +109,21 @@ class Track(click.ParamType):
             self.fail(str(e), param, ctx)
         require_mlflow()
         return spec
+
+
+class MemorySize(click.ParamType):
+    """``--memory-budget 1G``: a size in bytes (``1G``, ``512M``, ``1.5GiB``, ``1000000``; binary units),
+    parsed by :func:`mlhead.datasource.parse_size`; returns an int."""
+
+    name = "SIZE"
+
+    def convert(self, value, param, ctx):
+        from ..datasource import parse_size
+        from ..errors import ConfigError
+
+        if isinstance(value, int):
+            return value
+        try:
+            return parse_size(value)
+        except ConfigError as e:
+            self.fail(str(e).removeprefix("--memory-budget "), param, ctx)
