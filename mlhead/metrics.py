@@ -44,6 +44,7 @@ from sklearn.metrics import (
     recall_score,
 )
 
+from . import countmetrics as CM
 from .rules import (  # noqa: F401  (scores, tune_thresholds, tuned_rule, ACTIVATIONS... re-exported)
     ACTIVATIONS,
     DEFAULT_THRESHOLDS,
@@ -192,10 +193,27 @@ def _pct(x: float) -> float:
     return float(100.0 * x)
 
 
+#: above this many classes, F1/precision/recall come from numpy confusion counts and AP from one sort per
+#: block of columns (:mod:`mlhead.countmetrics`; same values as scikit-learn, tested) instead of
+#: scikit-learn's per-class validation and per-class loop (seconds per eval at 5,000 classes)
+MANY_CLASSES = 1000
+
+
+def _many(c: int) -> bool:
+    return c > MANY_CLASSES
+
+
+def _aps(y: np.ndarray, s: np.ndarray, cols) -> np.ndarray:
+    """average_precision_score of each column in ``cols`` (each with a positive), as fractions."""
+    if _many(y.shape[1]):
+        return CM.average_precision_columns(y, s, cols)
+    return np.array([average_precision_score(y[:, j], s[:, j]) for j in cols], dtype=np.float64)
+
+
 def _class_mean_ap(y: np.ndarray, s: np.ndarray, present: np.ndarray) -> float:
     if not present.any():
         return float("nan")
-    return _pct(np.mean([average_precision_score(y[:, j], s[:, j]) for j in np.flatnonzero(present)]))
+    return _pct(np.mean(_aps(y, s, np.flatnonzero(present))))
 
 
 def _decided(logits: Any, targets: Any, rule: DecisionRule) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -208,8 +226,29 @@ def _decided(logits: Any, targets: Any, rule: DecisionRule) -> tuple[np.ndarray,
     return z, y, rule.apply_checked(z)
 
 
+def _confusion_metrics(y: np.ndarray, pred: np.ndarray, labels: list[int]) -> dict[str, float]:
+    """weighted/micro/macro F1, macro/micro precision and recall (percent): per-class averages over the
+    classes ``labels`` (those with positives), micro over all cells. scikit-learn, or its numbers from
+    confusion counts above :data:`MANY_CLASSES` classes."""
+    if _many(y.shape[1]):
+        return {k: _pct(v) for k, v in CM.prf_from_counts(*CM.confusion_counts(y, pred), labels).items()}
+    nan = float("nan")
+
+    def per_class_avg(fn, average: str) -> float:
+        return _pct(fn(y, pred, average=average, labels=labels, zero_division=0)) if labels else nan
+
+    return {**_f1(y, pred, labels), "weighted_f1": per_class_avg(f1_score, "weighted"),
+            "macro_precision": per_class_avg(precision_score, "macro"),
+            "macro_recall": per_class_avg(recall_score, "macro"),
+            "micro_precision": _pct(precision_score(y, pred, average="micro", zero_division=0)),
+            "micro_recall": _pct(recall_score(y, pred, average="micro", zero_division=0))}
+
+
 def _f1(y: np.ndarray, pred: np.ndarray, labels: list[int]) -> dict[str, float]:
     """micro_f1 over all cells; macro_f1 over the classes ``labels`` (those with positives)."""
+    if _many(y.shape[1]):
+        counts = CM.prf_from_counts(*CM.confusion_counts(y, pred), labels)
+        return {k: _pct(counts[k]) for k in ("micro_f1", "macro_f1")}
     macro = _pct(f1_score(y, pred, average="macro", labels=labels, zero_division=0)) if labels else float("nan")
     return {"micro_f1": _pct(f1_score(y, pred, average="micro", zero_division=0)), "macro_f1": macro}
 
@@ -232,26 +271,15 @@ def evaluate_rule(logits: Any, targets: Any, rule: DecisionRule) -> dict[str, fl
     order = _order_scores(z, rule.activation)
     present = y.sum(axis=0) > 0
     labels = np.flatnonzero(present).tolist()
-    nan = float("nan")
-    f1 = _f1(y, pred, labels)
-
-    def per_class_avg(fn, average: str) -> float:
-        if not labels:
-            return nan
-        return _pct(fn(y, pred, average=average, labels=labels, zero_division=0))
-
+    conf = _confusion_metrics(y, pred, labels)
     out: dict[str, float] = {
-        "weighted_f1": per_class_avg(f1_score, "weighted"),
-        "micro_f1": f1["micro_f1"],
-        "macro_f1": f1["macro_f1"],
-        "macro_precision": per_class_avg(precision_score, "macro"),
-        "macro_recall": per_class_avg(recall_score, "macro"),
-        "micro_precision": _pct(precision_score(y, pred, average="micro", zero_division=0)),
-        "micro_recall": _pct(recall_score(y, pred, average="micro", zero_division=0)),
+        **{k: conf[k] for k in ("weighted_f1", "micro_f1", "macro_f1", "macro_precision", "macro_recall",
+                                "micro_precision", "micro_recall")},
         "map": _class_mean_ap(y, order, present),
         "map_binarized": _class_mean_ap(y, pred, present),
         "subset_accuracy": _pct(accuracy_score(y, pred)),
-        "example_f1": _pct(f1_score(y, pred, average="samples", zero_division=0)),
+        "example_f1": _pct(CM.example_f1(y, pred) if _many(c) else
+                           f1_score(y, pred, average="samples", zero_division=0)),
         "lrap": _pct(label_ranking_average_precision_score(y, z)),
         "ranking_loss": _pct(label_ranking_loss(y, z)),
         "hamming_loss": _pct(hamming_loss(y, pred)),
@@ -320,13 +348,16 @@ def per_class(
     if len(names) != c:
         raise ValueError(f"class_names has {len(names)} names but logits have C={c} classes")
     order = _order_scores(z, rule.activation)
-    p, r, f, support = precision_recall_fscore_support(
-        y, pred, average=None, labels=list(range(c)), zero_division=0
-    )
+    if _many(c):
+        tp, fp, fn = CM.confusion_counts(y, pred)
+        p, r, f, support = CM.ratio(tp, tp + fp), CM.ratio(tp, tp + fn), CM.ratio(2 * tp, 2 * tp + fp + fn), tp + fn
+    else:
+        p, r, f, support = precision_recall_fscore_support(
+            y, pred, average=None, labels=list(range(c)), zero_division=0
+        )
     present = support > 0
     ap = np.full(c, np.nan)
-    for j in np.flatnonzero(present):
-        ap[j] = average_precision_score(y[:, j], order[:, j])
+    ap[present] = _aps(y, order, np.flatnonzero(present))
     return [
         {
             "class": names[j],
