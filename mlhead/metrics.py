@@ -133,6 +133,22 @@ METRIC_DOCS: dict[str, tuple[str, str, str]] = {
     "predicted_cardinality": ("labels", "", "mean number of predicted labels per example"),
 }
 
+#: ``<name>@k`` ranking metrics of :mod:`mlhead.ranking` (any k): name -> (unit, better, meaning)
+RANKING_DOCS: dict[str, tuple[str, str, str]] = {
+    "p": ("%", "higher", "precision@k: true labels among the k top-scored / k (mlhead.ranking; LibMultiLabel P@k)"),
+    "r": ("%", "higher", "recall@k: true labels among the k top-scored / true labels (LibMultiLabel R@k)"),
+    "ndcg": ("%", "higher", "nDCG@k, binary gains, log2 discounts (LibMultiLabel NDCG@k)"),
+    "psp": ("%", "higher", "propensity-scored P@k, Jain et al. KDD 2016, A=0.55 B=1.5, train-split propensities"),
+}
+
+
+def metric_doc(key: str) -> tuple[str, str, str]:
+    """(unit, better, meaning) of a metric key: :data:`METRIC_DOCS`, ``<name>@k`` keys of any k from
+    :data:`RANKING_DOCS`, else empty strings."""
+    name, at, _ = key.partition("@")
+    return METRIC_DOCS.get(key) or (RANKING_DOCS.get(name, ("", "", "")) if at else ("", "", ""))
+
+
 #: Old metric key -> current key. Result files written before a rename still load through
 #: :func:`upgrade_metric_keys` (``coverage`` became ``coverage_error``, sklearn's name: the suffix
 #: says lower is better).

@@ -420,20 +420,44 @@ def resolve_rule(run_dir, rule: DecisionRule | None = None, cache=None) -> Decis
     return rule
 
 
-def evaluate_run(run_dir, split: str = "test", rule: DecisionRule | None = None, cache=None, output=None) -> dict:
+def ranking_values(logits: np.ndarray, targets: np.ndarray, cache, ks=None) -> dict[str, float]:
+    """``p@k``, ``r@k``, ``ndcg@k`` and ``psp@k`` (percent; :func:`mlhead.ranking.ranking_metrics`, from
+    the per-row top-k of ``logits``, N x C) for every k in ``ks`` (default: those of
+    :data:`mlhead.ranking.DEFAULT_KS` that are <= C). PSP@k uses the label counts of ``cache``'s train
+    split (read as CSR), left out when the cache has no train split. The top-k of the logits is the top-k
+    under every activation (softmax and sigmoid keep each row's order). Raises ConfigError for a k
+    outside 1..C."""
+    from .ranking import DEFAULT_KS, label_counts, ranking_metrics
+
+    c = logits.shape[1]
+    ks = [k for k in DEFAULT_KS if k <= c] if ks is None else list(ks)
+    if not ks or not len(logits):
+        return {}
+    counts = n_train = None
+    if "train" in cache.splits:
+        train = cache.load_sparse("train")
+        counts, n_train = label_counts(train), train.shape[0]
+    values = ranking_metrics(logits, targets, ks, counts, n_train=n_train, kind="scores")
+    return {k: v for k, v in values.items() if "@" in k}
+
+
+def evaluate_run(run_dir, split: str = "test", rule: DecisionRule | None = None, cache=None, output=None,
+                 ks=None) -> dict:
     """Evaluate a fitted run under one explicit decision rule and write the result files.
 
     ``rule``: a :class:`~mlhead.rules.DecisionRule` (default softmax>=0.05); a ``--tune-thresholds``
     recipe (``DecisionRule(activation, threshold, tuned_on="val")``) gets per-class thresholds
-    chosen on that split (maximising each class's F1) and applied to ``split``. Returns the eval
-    document {split, rule, metrics, per_class, path, config}. Raises RunError/CacheError (missing
-    run, cache mismatch) and ConfigError (a rule that does not fit the run).
+    chosen on that split (maximising each class's F1) and applied to ``split``. ``ks``: the cut-offs of
+    the ranking metrics P@k, R@k, nDCG@k, PSP@k added to the metrics (:func:`ranking_values`; default
+    1, 3, 5 where <= C). Returns the eval document {split, rule, metrics, per_class, path, config}.
+    Raises RunError/CacheError (missing run, cache mismatch) and ConfigError (a rule that does not fit
+    the run, a k outside 1..C).
     """
     from . import metrics as M
 
     rule = resolve_rule(run_dir, rule, cache)
     logits, targets, _, cfg = predict(run_dir, split, cache)
-    values = M.evaluate_rule(logits, targets, rule)
+    values = {**M.evaluate_rule(logits, targets, rule), **ranking_values(logits, targets, run_cache(run_dir, cache), ks)}
     rows = M.per_class(logits, targets, rule, cfg["classes"])
     path = write_evaluation(run_dir, split, {**rule.to_dict(), "slug": rule.slug}, values, rows, output)
     return {"split": split, "rule": rule.to_dict(), "metrics": values, "per_class": rows, "path": path,

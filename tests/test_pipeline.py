@@ -33,7 +33,9 @@ def _fit_eval(tmp_path, cache):
     assert doc["rule"]["activation"] == "softmax" and doc["rule"]["threshold"] == 0.05
     run_dir = next(runs.iterdir())
     logits, targets, _, _ = predict(run_dir, "test")  # the saved head on the cached test split
-    assert doc["metrics"] == pytest.approx(evaluate(logits, targets, "softmax", 0.05), nan_ok=True)
+    want = evaluate(logits, targets, "softmax", 0.05)
+    assert {k: doc["metrics"][k] for k in want} == pytest.approx(want, nan_ok=True)
+    assert set(doc["metrics"]) - set(want) == {f"{m}@{k}" for m in ("p", "r", "ndcg", "psp") for k in (1, 3)}
     assert {"config.json", "head.safetensors", "history.csv", "metrics.json", "per_class.csv"} <= \
         {p.name for p in run_dir.iterdir()}
     return doc

@@ -189,8 +189,9 @@ def test_fit_then_eval_is_one_run_with_exact_records(fitted, tmp_path):
         saved = json.loads(doc["path"].read_text())["metrics"]
         assert saved == doc["metrics"]
         for metric, value in saved.items():
-            assert run.data.metrics[f"test/{slug}/{metric}"] == value
-            assert len(client.get_metric_history(run_id, f"test/{slug}/{metric}")) == 1
+            key = T._metric_key("test", slug, metric)  # ranking keys: "p@1" -> "p-1" (MLflow refuses "@")
+            assert run.data.metrics[key] == value
+            assert len(client.get_metric_history(run_id, key)) == 1
     names = {a.path for a in client.list_artifacts(run_id)}
     assert {"config.json", "head.safetensors", "history.csv", "metrics.json", "eval"} <= names
     assert {a.path for a in client.list_artifacts(run_id, "eval")} == \
@@ -276,7 +277,7 @@ def test_cli_fit_then_eval_track_one_run(tmp_path, monkeypatch):
     run = _only_run(uri)
     for slug in ("softmax-ge-0.05", "sigmoid-ge-0.5"):
         saved = json.loads((run_dir / "eval" / f"test__{slug}.json").read_text())["metrics"]
-        assert {m: run.data.metrics[f"test/{slug}/{m}"] for m in saved} == saved
+        assert {m: run.data.metrics[T._metric_key("test", slug, m)] for m in saved} == saved
     assert sorted(p.name for p in run_dir.parent.iterdir()) == sorted([run_dir.name, "mlflow.db", T.ARTIFACTS_DIR])
     _cli(["eval", "--runs-dir", runs, "--all", "--track", f"mlflow:{uri}"])  # --all skips the artifact copies
     assert len(_runs(uri)) == 1

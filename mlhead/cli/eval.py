@@ -8,15 +8,16 @@ import click
 
 from . import _track
 from ._ui import console, table
+from .types import CommaList
 
 
 def metrics_table(title: str, values: dict, caption: str):
     """A rich table of metric name, value (with its unit) and meaning (from ``METRIC_DOCS``)."""
-    from ..metrics import METRIC_DOCS
+    from ..metrics import metric_doc
 
     rows = []
     for k, v in values.items():
-        doc = METRIC_DOCS.get(k, ("", "", ""))
+        doc = metric_doc(k)
         rows.append((k, f"{v:.3f} {doc[0]}" if isinstance(v, float) else v, doc[2]))
     t = table(("metric", "value", "meaning"), rows, title=title, caption=caption)
     t.columns[1].justify = "right"
@@ -45,9 +46,11 @@ def per_class_table(doc: dict):
 @click.option("--cache", "cache_path", type=click.Path(path_type=Path), default=None, help="override the run's cache")
 @click.option("--output", "-o", type=click.Path(path_type=Path), default=None, help="also write FILE.json or FILE.csv")
 @click.option("--per-class", is_flag=True, help="print the per-class table")
+@click.option("--k", "ks", type=CommaList(int), default=None,
+              help="cut-offs of P@k, R@k, nDCG@k and PSP@k (propensities from the train labels) [1,3,5 up to C]")
 @_track.track_option
 def eval_(run_dir, runs_dir, all_runs, split, activation, threshold, top_k, tune_thresholds, cache_path, output,
-          per_class, track):
+          per_class, ks, track):
     """Apply an explicit decision rule to a fitted run and report every metric (percent)."""
     from ..rules import DecisionRule
     from ..runs import evaluate_run
@@ -56,7 +59,7 @@ def eval_(run_dir, runs_dir, all_runs, split, activation, threshold, top_k, tune
     rule = DecisionRule(activation, threshold, top_k, tuned_on="val" if tune_thresholds else None)
     dirs = resolve_runs(run_dir, runs_dir, all_runs)
     for d in dirs:
-        doc = evaluate_run(d, split, rule, cache_path, output if len(dirs) == 1 else None)
+        doc = evaluate_run(d, split, rule, cache_path, output if len(dirs) == 1 else None, ks)
         cfg = doc["config"]
         caption = (f"{cfg['dataset']} / {cfg['backbone']} / {split}; decision rule: {doc['rule']['name']}; "
                    f"loss {cfg['loss']} {cfg['loss_options'] or ''} seed {cfg['seed']}")

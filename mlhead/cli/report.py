@@ -17,7 +17,7 @@ from .types import CommaList
 @click.option("--rule", default=None, help="decision rule name, e.g. 'softmax>=0.05' [required if runs mix rules]")
 @click.option("--group-by", default="loss", show_default=True, help="row key(s), e.g. loss or loss+beta+eta")
 @click.option("--metrics", "metric_list", type=CommaList(str), default=None,
-              help="columns [weighted_f1,micro_f1,macro_f1,macro_precision,map]")
+              help="columns [weighted_f1,micro_f1,macro_f1,macro_precision,map]; any eval metric, e.g. p@1,p@5,ndcg@5,psp@5")
 @click.option("--dataset", default=None, help="keep only runs of this dataset")
 @click.option("--backbone", default=None, help="keep only runs of this backbone")
 @click.option("--out-dir", type=click.Path(path_type=Path), default=None,

@@ -22,6 +22,8 @@ from ..metrics import LOWER_IS_BETTER
 
 #: Column headers (the papers' names where they have one).
 DISPLAY_NAMES = {
+    **{f"{m}@{k}": f"{name}@{k}" for m, name in (("p", "P"), ("r", "R"), ("ndcg", "nDCG"), ("psp", "PSP"))
+       for k in (1, 3, 5)},
     "weighted_f1": "weightedF1",
     "micro_f1": "microF1",
     "macro_f1": "macroF1",
