@@ -20,10 +20,11 @@ every seed's batch at the same step (runs sharing a seed share the sequence; see
   order and the single permutation is ``torch.randperm(N)``: the very epoch of :class:`InMemorySource`
   (same batches, same order, same values; tested).
 
-:func:`train_source` picks one from ``--memory-budget``: stream when the train split (embeddings in
-storage dtype + labels) is larger than the budget. The budget counts the data fit holds (train labels,
-the val split, the two shuffle buffers); the torch runtime (~0.4-0.75 GiB RSS), the heads and their
-AdamW state (16 bytes x parameters) come on top ("stated overhead", docs/scaling.md).
+:func:`train_source` picks one from ``--memory-budget``, a bound on the process's resident memory:
+what the process holds when fit starts (torch and the libraries, :func:`process_rss`), the val split,
+the train labels and then either the train embeddings (in memory) or two shuffle buffers (streamed,
+sized to fit). On top of it ("stated overhead", docs/scaling.md): the heads and their AdamW state (16
+bytes x parameters x runs), per-step activations, validation logits and what libraries allocate later.
 """
 
 from __future__ import annotations
@@ -79,6 +80,14 @@ def default_budget() -> int:
     import psutil
 
     return int(psutil.virtual_memory().available * DEFAULT_BUDGET_FRACTION)
+
+
+def process_rss() -> int:
+    """Resident bytes of this process now (``psutil.Process().memory_info().rss``): the torch runtime and
+    libraries already loaded, which the budget covers too."""
+    import psutil
+
+    return int(psutil.Process().memory_info().rss)
 
 
 def format_size(n: float) -> str:
@@ -339,8 +348,9 @@ def train_source(cache, split: str, mode: str, compute: torch.dtype, device, bud
     """(source, normalization stats) of ``cache``'s ``split`` for ``fit``.
 
     In memory (:class:`InMemorySource`) when the split's embeddings (storage dtype) and labels fit
-    ``budget`` bytes (after ``resident`` bytes held elsewhere, e.g. the val split); else streamed
-    (:class:`StreamingSource`) with two shuffle buffers sharing :data:`BUFFER_SHARE` of what is left.
+    ``budget`` bytes after the process's resident memory (:func:`process_rss`) and ``resident`` bytes
+    held elsewhere (e.g. the val split); else streamed (:class:`StreamingSource`) with two shuffle
+    buffers sharing :data:`BUFFER_SHARE` of what is left.
     ``mode``: ``--normalize`` (statistics from the train split, in memory or in blocks). Raises
     CacheError for a split that is missing or has non-0/1 labels, ConfigError when the budget cannot
     hold the labels and one block per buffer.
@@ -350,6 +360,8 @@ def train_source(cache, split: str, mode: str, compute: torch.dtype, device, bud
         labels = read_labels(g, device)
         ds = g["embeddings"]
         shape, itemsize = tuple(ds.shape), ds.dtype.itemsize
+    rss = process_rss()
+    resident += rss
     if labels.max() > 1:
         raise CacheError(f"{cache.path}: labels must be multi-hot 0/1")
     if split_bytes(shape, itemsize, labels) + resident <= budget:
@@ -362,8 +374,9 @@ def train_source(cache, split: str, mode: str, compute: torch.dtype, device, bud
     window = int(left * BUFFER_SHARE / 2) // row
     if window < BLOCK_ROWS:
         raise ConfigError(f"--memory-budget {format_size(budget)} is too small to stream {cache.path}'s {split} split: "
-                          f"it must hold its labels ({format_size(labels.nbytes)}), the val split "
-                          f"({format_size(resident)}) and two buffers of {BLOCK_ROWS} rows ({format_size(2 * BLOCK_ROWS * row)})")
+                          f"it must hold this process ({format_size(rss)}: torch and libraries), the labels "
+                          f"({format_size(labels.nbytes)}), the val split ({format_size(resident - rss)}) and two "
+                          f"buffers of {BLOCK_ROWS} rows ({format_size(2 * BLOCK_ROWS * row)})")
     stats = _streamed_stats(cache.path, split, mode)
     transform = None if mode == "none" else (lambda X: normalize.apply(X.float(), mode, stats).to(compute))
     return StreamingSource(cache.path, split, labels, compute, device, window, transform, BLOCK_ROWS), stats

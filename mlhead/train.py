@@ -273,8 +273,9 @@ def _load(cache, cfg: FitConfig, dev, prec: str) -> _Data:
     budget = cfg.memory_budget or default_budget()
     val_bytes = Xva.numel() * Xva.element_size() + Yva.numel() * 5  # + the float32 copy on the device
     train, scaling = train_source(cache, "train", cfg.normalize, compute, dev, budget, val_bytes)
-    notes = [f"--memory-budget {format_size(budget)}{'' if cfg.memory_budget else ' (default: half the available RAM)'}"
-             f": train split {'streamed in shuffle buffers of ' + str(train.window_rows) + ' rows' if train.streaming else 'in memory'}"]
+    how = f"streamed in shuffle buffers of {train.window_rows} rows" if train.streaming else "in memory"
+    default = "" if cfg.memory_budget else " (default: half the available RAM)"
+    notes = [f"--memory-budget {format_size(budget)}{default} for the whole process: train split {how}"]
     Xva = normalize.apply(Xva, cfg.normalize, scaling)
     pos_weight, pw_notes = class_weights.resolve(cfg.pos_weight, train.labels.host(), list(cache.classes))
     return _Data(train, Xva.to(dev, compute), Yva.to(dev, torch.float32), Yva.numpy(), scaling,

@@ -18,6 +18,15 @@ from mlhead.normalize import fit_stats
 from mlhead.train import FitConfig, RunSpec, fit
 
 
+REAL_PROCESS_RSS = ds.process_rss
+
+
+@pytest.fixture(autouse=True)
+def no_process_rss(monkeypatch):
+    """Budgets in these tests count the data only (the process's own RSS would dwarf them)."""
+    monkeypatch.setattr(ds, "process_rss", lambda: 0)
+
+
 def _sources(path, window_rows, block_rows=16, compute=torch.float32):
     cache = open_cache(path)
     with h5py.File(path, "r") as f:
@@ -143,10 +152,19 @@ def test_streamed_standardize_statistics_equal_in_memory(tmp_path):
         torch.testing.assert_close(got[k], want[k], rtol=1e-5, atol=1e-6)
 
 
-def test_budget_too_small_to_stream_names_the_flag(tmp_path):
+def test_budget_too_small_to_stream_names_the_flag(tmp_path, monkeypatch):
     path = make_cache(tmp_path / "c.h5", n=(3000, 10, 10), dim=8, n_classes=3)
     with pytest.raises(ConfigError, match="--memory-budget .* too small"):
         ds.train_source(open_cache(path), "train", "none", torch.float32, "cpu", budget=5000)
+    monkeypatch.setattr(ds, "process_rss", lambda: 600 << 20)  # the budget covers the process too
+    with pytest.raises(ConfigError, match=r"this process \(600.00 MiB"):
+        ds.train_source(open_cache(path), "train", "none", torch.float32, "cpu", budget=500 << 20)
+
+
+def test_process_rss_is_this_process():
+    import psutil
+
+    assert REAL_PROCESS_RSS() == pytest.approx(psutil.Process().memory_info().rss, rel=0.2)
 
 
 @pytest.mark.parametrize("text,want", [("1G", 1 << 30), ("512M", 512 << 20), ("1.5GiB", 3 << 29),

@@ -49,8 +49,9 @@ def grid_options(fn):
         click.option("--checkpoint-every", type=int, default=1, show_default=True,
                      help="save a resumable checkpoint every N epochs (0: never); rerun the command to resume"),
         click.option("--memory-budget", type=MemorySize(), default=None,
-                     help="bytes of data fit may hold, e.g. 1G, 512M; a train split larger than that is streamed "
-                          "from the cache in shuffle buffers [default: half the available RAM, printed]"),
+                     help="memory the fit process may use (torch included), e.g. 1G, 512M; a train split that does "
+                          "not fit is streamed from the cache in shuffle buffers [default: half the available RAM, "
+                          "printed]"),
         click.option("--device", default=None),
         click.option("--runs-dir", type=click.Path(path_type=Path), default=Path("runs"), show_default=True),
     ]
