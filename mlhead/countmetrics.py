@@ -11,6 +11,7 @@ columns:
 * :func:`prf_from_counts` -- micro/macro/weighted precision, recall, F1 with sklearn's
   ``zero_division=0`` and ``labels=`` semantics (fractions in [0, 1], not percent).
 * :func:`example_f1` -- sklearn ``f1_score(average="samples", zero_division=0)``.
+* :func:`label_ranking_metrics` -- sklearn lrap, ranking loss and coverage error from each row's positives.
 * :func:`average_precision_columns` -- sklearn ``average_precision_score`` of each column (ties grouped
   as sklearn's ``precision_recall_curve`` groups them: one threshold per distinct score).
 """
@@ -87,3 +88,31 @@ def average_precision_columns(y: np.ndarray, s: np.ndarray, cols) -> np.ndarray:
         c = cols[a:a + step]
         out[a:a + step] = _ap_block(y[:, c], np.asarray(s[:, c], np.float64))
     return out
+
+
+def label_ranking_metrics(y: np.ndarray, s: np.ndarray) -> dict[str, float]:
+    """sklearn ``label_ranking_average_precision_score``, ``label_ranking_loss`` and ``coverage_error`` of
+    targets ``y`` (N x C, 0/1) and scores ``s``, from each row's positives only (P x C comparisons per
+    row instead of a rank of all C labels): for a positive j, rank_j = #{l: s_l >= s_j} (ties take the
+    worst rank) and L_j = #{positive l: s_l >= s_j}; lrap = mean_j L_j / rank_j (1 for a row with no or
+    only positives), ranking loss = sum_j (rank_j - L_j) / (P (C - P)) (0 for such rows), coverage =
+    max_j rank_j (0 for a row without positives). Fractions, except coverage (a count)."""
+    n, c = y.shape
+    lrap = np.ones(n)
+    loss = np.zeros(n)
+    cover = np.zeros(n)
+    for i in range(n):
+        pos = np.flatnonzero(y[i])
+        if not len(pos):
+            continue
+        row = np.asarray(s[i], np.float64)
+        at_least = row[None, :] >= row[pos][:, None]  # P x C
+        rank = at_least.sum(1)
+        cover[i] = rank.max()
+        if len(pos) == c:
+            continue
+        above = at_least[:, pos].sum(1)
+        lrap[i] = (above / rank).mean()
+        loss[i] = (rank - above).sum() / (len(pos) * (c - len(pos)))
+    return {"lrap": float(lrap.mean()) if n else 0.0, "ranking_loss": float(loss.mean()) if n else 0.0,
+            "coverage_error": float(cover.mean()) if n else 0.0}

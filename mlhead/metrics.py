@@ -280,6 +280,16 @@ def f1_scores(logits: Any, targets: Any, rule: DecisionRule) -> dict[str, float]
     return _f1(y, pred, np.flatnonzero(y.sum(axis=0) > 0).tolist())
 
 
+def _label_ranking(y: np.ndarray, z: np.ndarray) -> dict[str, float]:
+    """lrap and ranking_loss (percent) and coverage_error (labels): scikit-learn, or its numbers from each
+    row's positives above :data:`MANY_CLASSES` classes."""
+    if _many(y.shape[1]):
+        r = CM.label_ranking_metrics(y, z)
+        return {"lrap": _pct(r["lrap"]), "ranking_loss": _pct(r["ranking_loss"]), "coverage_error": r["coverage_error"]}
+    return {"lrap": _pct(label_ranking_average_precision_score(y, z)), "ranking_loss": _pct(label_ranking_loss(y, z)),
+            "coverage_error": float(coverage_error(y, z))}
+
+
 def evaluate_rule(logits: Any, targets: Any, rule: DecisionRule) -> dict[str, float]:
     """:func:`evaluate` under a :class:`DecisionRule` object (same keys, units and errors)."""
     z, y, pred = _decided(logits, targets, rule)
@@ -296,10 +306,8 @@ def evaluate_rule(logits: Any, targets: Any, rule: DecisionRule) -> dict[str, fl
         "subset_accuracy": _pct(accuracy_score(y, pred)),
         "example_f1": _pct(CM.example_f1(y, pred) if _many(c) else
                            f1_score(y, pred, average="samples", zero_division=0)),
-        "lrap": _pct(label_ranking_average_precision_score(y, z)),
-        "ranking_loss": _pct(label_ranking_loss(y, z)),
+        **_label_ranking(y, z),
         "hamming_loss": _pct(hamming_loss(y, pred)),
-        "coverage_error": float(coverage_error(y, z)),
         "n_examples": float(n),
         "n_classes": float(c),
         "n_classes_without_positives": float(c - len(labels)),

@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from sklearn.metrics import average_precision_score, f1_score, precision_score, recall_score
+from sklearn.metrics import (
+    average_precision_score,
+    coverage_error,
+    f1_score,
+    label_ranking_average_precision_score,
+    label_ranking_loss,
+    precision_score,
+    recall_score,
+)
 
 import mlhead.metrics as M
 from mlhead import countmetrics as CM
@@ -58,6 +66,17 @@ def test_average_precision_columns_equals_sklearn_with_ties(seed, monkeypatch):
     np.testing.assert_allclose(got, want, rtol=1e-12)
     np.testing.assert_allclose(CM.average_precision_columns(y, pred, cols),  # 0/1 scores: map_binarized
                                [average_precision_score(y[:, j], pred[:, j]) for j in cols], rtol=1e-12)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_label_ranking_metrics_equal_sklearn_with_ties_and_degenerate_rows(seed):
+    y, _, rng = _data(seed)
+    y[8] = 1  # a row with every label
+    s = np.round(rng.normal(size=y.shape), 1)
+    got = CM.label_ranking_metrics(y, s)
+    assert got["lrap"] == pytest.approx(label_ranking_average_precision_score(y, s), rel=1e-12)
+    assert got["ranking_loss"] == pytest.approx(label_ranking_loss(y, s), rel=1e-12)
+    assert got["coverage_error"] == pytest.approx(coverage_error(y, s), rel=1e-12)
 
 
 @pytest.mark.parametrize("rule", [DecisionRule("sigmoid", 0.9), DecisionRule("softmax", None, 3),
