@@ -7,7 +7,7 @@ after importing torch/mlhead and before reading data (the torch baseline), and t
 so the epoch dominates). Caches are synthetic, written with mlhead's own streaming
 :class:`~mlhead.cache.CacheWriter` (float16 embeddings, chunks of 1024 rows; labels dense or CSR).
 
-(a) stream: a ``--stream-rows`` x ``--dim`` cache (default 4,000,000 x 768 = 5.7 GiB float16) fitted
+(a) stream: a ``--stream-rows`` x ``--dim`` cache, 28 classes (default 4,000,000 x 768 = 5.7 GiB float16) fitted
     once in memory and once with ``--memory-budget`` (default 1G). Targets: epoch time ratio
     in-memory / streamed >= 0.8, streamed peak RSS <= 1.6 GiB.
 (b) labels: ``--label-rows`` x ``--dim`` with ``--labels`` classes (default 100,000 x 768, 20,000
@@ -19,6 +19,8 @@ so the epoch dominates). Caches are synthetic, written with mlhead's own streami
     the val split (the same 1,000-row val in both). Target <= 1.3.
     ``--baseline-src DIR`` also runs (c) with the mlhead source tree at DIR (e.g. a checkout of main) for
     a before/after ratio.
+(d) eval: metrics of a ``--eval-rows`` x ``--eval-classes`` problem (default 400 x 5,000) by scikit-learn
+    (as before issue #19) and by the many-class path (:mod:`mlhead.countmetrics`), same process.
 
 Run:  python bench/bench_scale.py [--parts a,b,c] [--json OUT] [--keep DIR]
 Smoke test (seconds): python bench/bench_scale.py --stream-rows 20000 --label-rows 3000 --labels 2000
@@ -131,7 +133,7 @@ def _spec(args, cache: Path, work: Path, **kw) -> dict:
 def part_stream(args, work: Path) -> dict:
     from mlhead.datasource import parse_size
 
-    cache = make_cache(work / f"stream-{args.stream_rows}x{args.dim}.h5", args.stream_rows, args.dim, 100, "dense")
+    cache = make_cache(work / f"stream-{args.stream_rows}x{args.dim}.h5", args.stream_rows, args.dim, 28, "dense")
     mem = run_child(_spec(args, cache, work, budget=1 << 50))
     budget = parse_size(args.memory_budget)
     streamed = run_child(_spec(args, cache, work, budget=budget))
@@ -170,6 +172,29 @@ def part_overhead(args, work: Path) -> dict:
     return out
 
 
+def part_eval(args, work: Path) -> dict:
+    """``evaluate_rule`` + ``per_class`` on ``--eval-rows`` x ``--eval-classes`` (default 400 x 5,000), the
+    many-class path (counts, column-block AP) against scikit-learn's path (``MANY_CLASSES`` raised: what
+    eval did before), same data, same process, top-5 and sigmoid>=0.5 rules."""
+    import mlhead.metrics as M
+    from mlhead.rules import DecisionRule
+
+    rng = np.random.default_rng(0)
+    z = rng.normal(size=(args.eval_rows, args.eval_classes)).astype(np.float32)
+    y = (rng.random(z.shape) < 5 / args.eval_classes).astype(np.uint8)
+    out = {"rows": args.eval_rows, "classes": args.eval_classes}
+    for name, limit in (("sklearn", 1 << 62), ("counts", M.MANY_CLASSES)):
+        saved, M.MANY_CLASSES = M.MANY_CLASSES, limit
+        t0 = time.perf_counter()
+        for rule in (DecisionRule("softmax", None, 5), DecisionRule("sigmoid", 0.5)):
+            M.evaluate_rule(z, y, rule)
+            M.per_class(z, y, rule)
+        out[f"{name}_s"] = (time.perf_counter() - t0) / 2
+        M.MANY_CLASSES = saved
+    out["speedup"] = out["sklearn_s"] / out["counts_s"]
+    return out
+
+
 def _table(results: dict) -> list[tuple[str, str, str]]:
     rows = []
     if "stream" in results:
@@ -186,6 +211,10 @@ def _table(results: dict) -> list[tuple[str, str, str]]:
                  ("(b) eval dense / CSR labels", f"{lab['eval_ratio_dense_over_csr']:.2f}", f"{lab['csr']['eval_s']:.1f} s CSR"),
                  ("(b) peak RSS dense / CSR labels", f"{lab['rss_ratio_dense_over_csr']:.2f}",
                   f"{lab['csr']['peak_rss'] / GIB:.2f} GiB CSR")]
+    if "eval" in results:
+        e = results["eval"]
+        rows.append((f"(d) eval {e['rows']} x {e['classes']}: sklearn / counts", f"{e['speedup']:.1f}",
+                     f"{e['sklearn_s']:.2f} s -> {e['counts_s']:.2f} s per rule"))
     if "overhead" in results:
         o = results["overhead"]
         for name in ("this", "baseline_src"):
@@ -199,7 +228,8 @@ def _table(results: dict) -> list[tuple[str, str, str]]:
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
-    ap.add_argument("--parts", default="stream,labels,overhead", help="comma list of stream, labels, overhead")
+    ap.add_argument("--parts", default="stream,labels,overhead,eval",
+                    help="comma list of stream, labels, overhead, eval")
     ap.add_argument("--stream-rows", type=int, default=4_000_000)
     ap.add_argument("--dim", type=int, default=768)
     ap.add_argument("--memory-budget", default="1G")
@@ -207,6 +237,8 @@ def main(argv=None) -> dict:
     ap.add_argument("--labels", type=int, default=20_000)
     ap.add_argument("--test-rows", type=int, default=2000)
     ap.add_argument("--overhead-rows", type=int, default=200_000)
+    ap.add_argument("--eval-rows", type=int, default=400)
+    ap.add_argument("--eval-classes", type=int, default=5000)
     ap.add_argument("--hidden", type=int, default=256)
     ap.add_argument("--epochs", type=int, default=1)
     ap.add_argument("--batch-size", type=int, default=256)
@@ -219,7 +251,7 @@ def main(argv=None) -> dict:
         print(json.dumps(child(json.loads(args.child))))
         return {}
     sys.path.insert(0, str(REPO))
-    parts = {"stream": part_stream, "labels": part_labels, "overhead": part_overhead}
+    parts = {"stream": part_stream, "labels": part_labels, "overhead": part_overhead, "eval": part_eval}
     with tempfile.TemporaryDirectory(prefix="bench-scale-") as tmp:
         work = args.keep or Path(tmp)
         work.mkdir(parents=True, exist_ok=True)
