@@ -191,3 +191,26 @@ def test_cli_fit_prints_the_budget(tmp_path):
                                     "--runs-dir", str(tmp_path / "runs")])
     assert res.exit_code == 0, res.output
     assert "--memory-budget" in res.output and "half the available RAM" in res.output and "in memory" in res.output
+
+
+def test_interrupted_streamed_fit_resumes_to_identical_records(tmp_path, monkeypatch):
+    from test_controls import _run_files
+
+    path = make_cache(tmp_path / "c.h5", n=(700, 40, 40), dim=8, n_classes=4)
+    monkeypatch.setattr(ds, "BLOCK_ROWS", 64)
+    specs = [RunSpec("crossentropy", seed=0, lr=3e-2), RunSpec("zlpr", seed=1, lr=3e-2)]
+    cfg = FitConfig(epochs=5, batch_size=48, hidden=8, precision="fp32", memory_budget=8000)
+    notes = []
+    fit(path, specs, cfg, tmp_path / "a", notify=notes.append)
+    assert any("streamed in shuffle buffers of 64 rows" in n for n in notes), notes  # 11 buffers an epoch
+
+    def interrupt(epoch, _):
+        if epoch == 3:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        fit(path, specs, cfg, tmp_path / "b", progress=interrupt)
+    epochs = []
+    fit(path, specs, cfg, tmp_path / "b", progress=lambda e, n: epochs.append(e))
+    assert epochs[0] == 4
+    assert _run_files(tmp_path / "a") == _run_files(tmp_path / "b")
