@@ -111,7 +111,6 @@ class Labels:
             self.indices = torch.from_numpy(csr.indices.astype(np.int64)).to(device)
         else:
             self.shape = tuple(self.dense.shape)
-        self._csr = csr
 
     @property
     def nbytes(self) -> int:
@@ -144,7 +143,10 @@ class Labels:
     def host(self):
         """The labels on the host: a dense uint8 tensor or the scipy CSR matrix (what
         :func:`mlhead.class_weights.resolve` takes)."""
-        return self.dense.cpu() if self.dense is not None else self._csr
+        if self.dense is not None:
+            return self.dense.cpu()
+        indices = self.indices.cpu().numpy()
+        return sp.csr_matrix((np.ones(len(indices), np.uint8), indices, self.indptr.cpu().numpy()), shape=self.shape)
 
 
 def read_labels(g: h5py.Group, device="cpu") -> Labels:
@@ -197,8 +199,9 @@ class _Window:
 
 class StreamingSource:
     """The train split streamed from ``path``'s group ``split`` in shuffle buffers of ``window_rows``
-    rows (see the module docstring), read in blocks of ``block_rows`` rows. ``transform``: applied to each buffer after reading (normalization),
-    ``compute``: dtype of the batches, ``labels``: the split's :class:`Labels` (held in memory)."""
+    rows (rounded down to whole blocks; all blocks when >= N), read in blocks of ``block_rows`` rows (see
+    the module docstring). ``transform``: applied to each buffer after reading (normalization);
+    ``compute``: dtype of the batches; ``labels``: the split's :class:`Labels` (held in memory)."""
 
     streaming = True
 
@@ -211,7 +214,6 @@ class StreamingSource:
         with h5py.File(path, "r") as f:
             ds = f[split]["embeddings"]
             self.n_rows, self.dim = (int(x) for x in ds.shape)
-            self.chunks = ds.chunks
         blocks = -(-self.n_rows // self.block_rows)  # a buffer holds whole blocks; at least one, at most all
         per = blocks if window_rows >= self.n_rows else min(blocks, max(1, window_rows // self.block_rows))
         self.window_rows = self.block_rows * per

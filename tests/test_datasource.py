@@ -214,3 +214,15 @@ def test_interrupted_streamed_fit_resumes_to_identical_records(tmp_path, monkeyp
     fit(path, specs, cfg, tmp_path / "b", progress=lambda e, n: epochs.append(e))
     assert epochs[0] == 4
     assert _run_files(tmp_path / "a") == _run_files(tmp_path / "b")
+
+
+def test_labels_host_gives_what_class_weights_read():
+    from mlhead.class_weights import from_labels
+
+    dense = np.array([[1, 0, 0], [1, 1, 0], [0, 0, 0]], np.uint8)
+    for labels in (ds.Labels(dense=torch.from_numpy(dense)), ds.Labels(csr=sp.csr_matrix(dense))):
+        host = labels.host()
+        np.testing.assert_array_equal(host.toarray() if sp.issparse(host) else host.numpy(), dense)
+        w, clipped = from_labels(host)
+        torch.testing.assert_close(w, torch.tensor([0.5, 2.0, 1.0]))  # neg / pos; class 2 has no positive
+        assert clipped == [2]
