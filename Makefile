@@ -11,7 +11,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export MPLBACKEND := Agg
 
-.PHONY: install test test-slow demo bench lint clean reproduce real-runs check-html
+.PHONY: install test test-slow demo bench bench-scale lint clean reproduce real-runs check-html
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -59,6 +59,11 @@ bench: install
 	@if [ -d $(DATA)/movieposters ]; then $(PY) bench/bench_embed.py --posters $(DATA)/movieposters \
 		--weights $(WEIGHTS)/mobilenetv2_100 --arxiv $(DATA)/arxiv/arxiv_metadata_first2000.csv; \
 		else echo "bench_embed: skipped ($(DATA)/movieposters absent)"; fi
+
+# issue #19: 4 M x 768 streamed vs in memory, 20,000 labels CSR vs dense, memory overhead, eval at 5,000
+# classes (writes ~6 GiB of caches to bench/out/scale-caches, ~12 GiB free disk while writing)
+bench-scale: install
+	$(PY) bench/bench_scale.py --keep bench/out/scale-caches --json bench/out/scale.json
 
 lint: install
 	$(PIP) install -q ruff
