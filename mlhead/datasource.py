@@ -21,10 +21,11 @@ every seed's batch at the same step (runs sharing a seed share the sequence; see
   (same batches, same order, same values; tested).
 
 :func:`train_source` picks one from ``--memory-budget``, a bound on the process's resident memory:
-what the process holds when fit starts (torch and the libraries, :func:`process_rss`), the val split,
-the train labels and then either the train embeddings (in memory) or two shuffle buffers (streamed,
-sized to fit). On top of it ("stated overhead", docs/scaling.md): the heads and their AdamW state (16
-bytes x parameters x runs), per-step activations, validation logits and what libraries allocate later.
+what the process holds when fit starts (torch and the libraries) plus a runtime reserve
+(:func:`held_by_process`), the val split, the train labels and then either the train embeddings (in
+memory) or two shuffle buffers (streamed, sized to fit). On top of it ("stated overhead",
+docs/scaling.md): the heads and their AdamW state (16 bytes x parameters x runs), per-step activations
+beyond the reserve, and the validation logits (runs x N_val x C float32).
 """
 
 from __future__ import annotations
@@ -51,6 +52,10 @@ DEFAULT_BUDGET_FRACTION = 0.5
 BLOCK_ROWS = EMB_CHUNK_ROWS
 #: fixed seed of the per-epoch block order when streaming (independent of the run seeds)
 STREAM_SEED = 0x5EED
+#: budget kept for what the process allocates after fit starts besides the data (allocator and oneDNN
+#: caches of the first steps, scikit-learn at the first validation): measured 0.25-0.3 GiB of RSS growth
+#: in a 1-epoch fit of a 1,024-row cache (bench/bench_scale.py), hidden 64
+RUNTIME_RESERVE = 256 << 20
 #: share of the budget left to the two shuffle buffers after the resident data (the rest: slack for
 #: HDF5 chunk caches, the carried rows, the minibatch casts)
 BUFFER_SHARE = 0.8
@@ -82,12 +87,13 @@ def default_budget() -> int:
     return int(psutil.virtual_memory().available * DEFAULT_BUDGET_FRACTION)
 
 
-def process_rss() -> int:
-    """Resident bytes of this process now (``psutil.Process().memory_info().rss``): the torch runtime and
-    libraries already loaded, which the budget covers too."""
+def held_by_process() -> int:
+    """Bytes of the budget the process takes besides the data: its resident memory now
+    (``psutil.Process().memory_info().rss``: torch and the libraries already loaded) plus
+    :data:`RUNTIME_RESERVE` for what the first training steps and validation allocate later."""
     import psutil
 
-    return int(psutil.Process().memory_info().rss)
+    return int(psutil.Process().memory_info().rss) + RUNTIME_RESERVE
 
 
 def format_size(n: float) -> str:
@@ -350,7 +356,7 @@ def train_source(cache, split: str, mode: str, compute: torch.dtype, device, bud
     """(source, normalization stats) of ``cache``'s ``split`` for ``fit``.
 
     In memory (:class:`InMemorySource`) when the split's embeddings (storage dtype) and labels fit
-    ``budget`` bytes after the process's resident memory (:func:`process_rss`) and ``resident`` bytes
+    ``budget`` bytes after the process's resident memory (:func:`held_by_process`) and ``resident`` bytes
     held elsewhere (e.g. the val split); else streamed (:class:`StreamingSource`) with two shuffle
     buffers sharing :data:`BUFFER_SHARE` of what is left.
     ``mode``: ``--normalize`` (statistics from the train split, in memory or in blocks). Raises
@@ -362,7 +368,7 @@ def train_source(cache, split: str, mode: str, compute: torch.dtype, device, bud
         labels = read_labels(g, device)
         ds = g["embeddings"]
         shape, itemsize = tuple(ds.shape), ds.dtype.itemsize
-    rss = process_rss()
+    rss = held_by_process()
     resident += rss
     if labels.max() > 1:
         raise CacheError(f"{cache.path}: labels must be multi-hot 0/1")
@@ -376,7 +382,7 @@ def train_source(cache, split: str, mode: str, compute: torch.dtype, device, bud
     window = int(left * BUFFER_SHARE / 2) // row
     if window < BLOCK_ROWS:
         raise ConfigError(f"--memory-budget {format_size(budget)} is too small to stream {cache.path}'s {split} split: "
-                          f"it must hold this process ({format_size(rss)}: torch and libraries), the labels "
+                          f"it must hold this process ({format_size(rss)}: torch, libraries, runtime reserve), the labels "
                           f"({format_size(labels.nbytes)}), the val split ({format_size(resident - rss)}) and two "
                           f"buffers of {BLOCK_ROWS} rows ({format_size(2 * BLOCK_ROWS * row)})")
     stats = _streamed_stats(cache.path, split, mode)
