@@ -41,7 +41,7 @@ from . import losses as L
 from .cache import open_cache
 from .device import autocast, dtype_of, grad_scaler, resolve_device, resolve_precision
 from .errors import CacheError, ConfigError
-from .fileio import atomic_write_bytes
+from .fileio import atomic_write_bytes, atomic_write_text
 from .heads import StackedHeads
 from .rules import DecisionRule
 from .runs import RunConfig, RunRecord, write_run
@@ -497,7 +497,8 @@ def _run_epoch(epoch: int, groups, gens, data, cfg, dev, prec, scaler, state: _P
 
 def fit(cache_path, specs: list[RunSpec], cfg: FitConfig | None = None, runs_dir="runs",
         progress: Callable[[int, int], None] | None = None, write: bool = True,
-        notify: Callable[[str], None] | None = None) -> list[RunRecord]:
+        notify: Callable[[str], None] | None = None,
+        then: Callable[[list[RunRecord]], object] | None = None) -> list[RunRecord]:
     """Train one head per spec on the cache's train split, selecting each run's best epoch on val.
 
     Validation (every ``cfg.val_every`` epochs and at the last) records val_loss and the val
@@ -506,7 +507,10 @@ def fit(cache_path, specs: list[RunSpec], cfg: FitConfig | None = None, runs_dir
     (``stop_reason`` "patience") or when it diverges (:data:`DIVERGENCE_FACTOR`; "diverged"); stopped
     runs leave the stacked heads (compaction). With ``write`` and ``cfg.checkpoint_every``, a
     checkpoint in :func:`checkpoint_dir` is written atomically every that many epochs; rerunning the
-    same fit resumes from it and ends with the same records. ``notify`` receives notes (e.g. pos_weight
+    same fit resumes from it and ends with the same records. The last epoch is checkpointed too and the
+    run directories written so far are listed beside it, so a fit killed while writing its runs (or
+    during ``then``, e.g. a sweep's evaluations, called with the records before the checkpoint is
+    removed) neither retrains nor writes a run twice when rerun. ``notify`` receives notes (e.g. pos_weight
     clipping). Returns the run records (with their directories when ``write``). Raises
     ConfigError/ValueError for bad options, CacheError for a missing/incomplete cache or one without
     train/val splits.
@@ -522,18 +526,34 @@ def fit(cache_path, specs: list[RunSpec], cfg: FitConfig | None = None, runs_dir
     ckpt = checkpoint_dir(runs_dir, cache, specs, cfg, prec) / "checkpoint.pt" if write and cfg.checkpoint_every \
         else None
     state = _train_loop(specs, data, cfg, dev, prec, ckpt, progress)
-    records = []
-    for i, spec in enumerate(specs):
-        rec = RunRecord(_run_config(spec, cfg, cache, data, prec, state, i, len(specs)),
-                        {**state.best.state[i], **data.scaling}, state.history[i])
-        if write:
-            rec.path = write_run(rec, Path(runs_dir), spec.label)
-        records.append(rec)
+    records = [RunRecord(_run_config(spec, cfg, cache, data, prec, state, i, len(specs)),
+                         {**state.best.state[i], **data.scaling}, state.history[i]) for i, spec in enumerate(specs)]
+    if write:
+        _write_runs(records, specs, Path(runs_dir), ckpt)
+    if then is not None:
+        then(records)
     if ckpt is not None:
         shutil.rmtree(ckpt.parent, ignore_errors=True)
         with contextlib.suppress(OSError):  # runs/.partial itself, once no other fit keeps a checkpoint there
             ckpt.parent.parent.rmdir()
     return records
+
+
+def _write_runs(records: list[RunRecord], specs: list[RunSpec], runs_dir: Path, ckpt: Path | None) -> None:
+    """Write every record's run directory (``rec.path``), skipping those an interrupted call of the same
+    fit already wrote: they are listed in ``written.json`` beside the checkpoint ``ckpt``, which is
+    updated atomically after each run."""
+    listing = ckpt.parent / "written.json" if ckpt is not None else None
+    written = json.loads(listing.read_text()) if listing is not None and listing.is_file() else {}
+    for i, (rec, spec) in enumerate(zip(records, specs)):
+        done = written.get(str(i))
+        if done and (Path(done) / "config.json").is_file():
+            rec.path = Path(done)
+            continue
+        rec.path = write_run(rec, runs_dir, spec.label)
+        if listing is not None:
+            written[str(i)] = str(rec.path)
+            atomic_write_text(listing, json.dumps(written, indent=1))
 
 
 def _check_fit(specs: list[RunSpec], cfg: FitConfig) -> None:
@@ -553,7 +573,7 @@ def _train_loop(specs, data: _Data, cfg: FitConfig, dev, prec: str, ckpt: Path |
     the final progress with every run's best (or last) head, stop epoch and reason."""
     scaler = grad_scaler(dev, prec)
     groups, gens, state = _start(specs, data, cfg, dev, scaler, ckpt)
-    t0 = time.perf_counter() - state.seconds
+    first, t0 = state.epoch, time.perf_counter() - state.seconds
     for epoch in range(state.epoch + 1, cfg.epochs + 1):
         if not groups:
             break
@@ -563,6 +583,8 @@ def _train_loop(specs, data: _Data, cfg: FitConfig, dev, prec: str, ckpt: Path |
             _save_checkpoint(ckpt, groups, gens, state, scaler)
         if progress:
             progress(epoch, cfg.epochs)
+    if ckpt is not None and (state.epoch > first or not ckpt.is_file()):
+        _save_checkpoint(ckpt, groups, gens, state, scaler)  # the end too: writing the runs may be interrupted
     for g in groups:
         for j, i in enumerate(g.runs):
             state.stopped_epoch[i] = state.epoch

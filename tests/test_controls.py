@@ -354,6 +354,55 @@ def test_sweep_killed_with_sigkill_resumes_to_identical_runs_and_metrics(tmp_pat
     assert len(a) == 8 and a == b
 
 
+def _fail_on_call(n, real):
+    """A stand-in for ``real`` that raises (as a kill would stop the process) on its ``n``-th call."""
+    calls = []
+
+    def fn(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == n:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+    return fn
+
+
+def test_sweep_interrupted_during_evaluation_resumes_without_refitting(tmp_path, monkeypatch):
+    import mlhead.sweep as S
+
+    cache = make_cache(tmp_path / "c.h5", n=(96, 32, 32), dim=12, n_classes=4)
+    _sweep(cache, tmp_path / "a", 12)
+    monkeypatch.setattr(S, "_evaluate", _fail_on_call(3, S._evaluate))
+    with pytest.raises(KeyboardInterrupt):
+        _sweep(cache, tmp_path / "b", 12)
+    assert len(list((tmp_path / "b").glob("*/config.json"))) == 8  # every run written, two evaluated
+    monkeypatch.undo()
+    epochs = []
+    monkeypatch.setattr(S, "fit", lambda *a, **k: fit(*a, **{**k, "progress": lambda e, n: epochs.append(e)}))
+    _sweep(cache, tmp_path / "b", 12)
+    assert epochs == []  # resumed after the last epoch: nothing retrained
+    a, b = _run_files(tmp_path / "a"), _run_files(tmp_path / "b")
+    assert len(b) == 8 and a == b  # every run evaluated, as in the uninterrupted sweep
+    assert len(list((tmp_path / "b").glob("*/config.json"))) == 8  # none written twice
+    assert not (tmp_path / "b" / ".partial").exists()
+
+
+def test_fit_interrupted_while_writing_runs_writes_each_run_once(tmp_path, monkeypatch):
+    import mlhead.train as T
+
+    cache = make_cache(tmp_path / "c.h5", n=(96, 32, 32), dim=12, n_classes=4)
+    specs = expand_grid(["crossentropy", "zlpr"], seeds=[0], lrs=[3e-2])
+    cfg = FitConfig(epochs=5, batch_size=32, hidden=8, precision="fp32")
+    fit(cache, specs, cfg, tmp_path / "a")
+    monkeypatch.setattr(T, "write_run", _fail_on_call(2, T.write_run))
+    with pytest.raises(KeyboardInterrupt):
+        fit(cache, specs, cfg, tmp_path / "b")
+    assert len(list((tmp_path / "b").glob("*/config.json"))) == 1
+    monkeypatch.undo()
+    fit(cache, specs, cfg, tmp_path / "b")
+    assert _run_files(tmp_path / "a") == _run_files(tmp_path / "b")
+    assert len(list((tmp_path / "b").glob("*/config.json"))) == 2
+
+
 # --------------------------------------------------------------------------------------------- CLI
 
 
