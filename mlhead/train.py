@@ -44,7 +44,7 @@ from .errors import CacheError, ConfigError
 from .fileio import atomic_write_bytes, atomic_write_text
 from .heads import StackedHeads
 from .rules import DecisionRule
-from .runs import RunConfig, RunRecord, write_run
+from .runs import RunConfig, RunRecord, encoder_from_attrs, write_run
 
 SELECT_CHOICES = ("val_loss", "val_micro_f1", "val_macro_f1")
 
@@ -414,7 +414,8 @@ def _run_config(spec: RunSpec, cfg: FitConfig, cache, data: _Data, prec: str, st
         n_val=int(data.Xva.shape[0]), best_epoch=best.epoch[i], best_value=best.value[i],
         stopped_epoch=state.stopped_epoch[i], stop_reason=state.stop_reason[i], stacked_runs=n_runs,
         train_seconds=state.seconds,
-        suggested_rule=getattr(L.LOSSES[L.canonical_name(spec.loss)], "DECISION_RULE", None))
+        suggested_rule=getattr(L.LOSSES[L.canonical_name(spec.loss)], "DECISION_RULE", None),
+        encoder=encoder_from_attrs(cache.attrs))
 
 
 # ------------------------------------------------------------------------------------ checkpoints

@@ -41,7 +41,7 @@ def test_weight_decay_is_a_grid_axis_in_spec_label_and_record(tmp_path):
     cache = make_cache(tmp_path / "c.h5", n=(96, 32, 32), dim=12, n_classes=4)
     recs = fit(cache, specs, FitConfig(epochs=3, batch_size=32, hidden=8, precision="fp32"), tmp_path / "runs")
     raw = json.loads((recs[1].path / "config.json").read_text())
-    assert raw["weight_decay"] == 1e-2 and raw["schema_version"] == 3
+    assert raw["weight_decay"] == 1e-2 and raw["schema_version"] == 4
     assert recs[1].path.name.endswith("crossentropy-lr0.01-wd0.01-s0")
     # decoupled decay shrinks the weights; each run equals its single fit
     norm = [sum(float(v.norm()) for v in r.state.values()) for r in recs]
