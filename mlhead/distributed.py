@@ -417,7 +417,8 @@ def _sweep_key(cache, specs, cfg, rules, split: str, max_runs_per_cell) -> str:
     from .cache import open_cache
 
     doc = {"cache": open_cache(cache).fingerprint, "specs": [dataclasses.asdict(s) for s in specs],
-           "cfg": {**dataclasses.asdict(cfg), "val_rule": cfg.val_rule.to_dict()},
+           "cfg": {**{k: v for k, v in dataclasses.asdict(cfg).items() if not k.startswith("checkpoint_")},
+                   "val_rule": cfg.val_rule.to_dict()},
            "rules": [r.to_dict() for r in rules], "split": split, "max_runs_per_cell": max_runs_per_cell}
     return hashlib.sha256(json.dumps(doc, sort_keys=True, default=str).encode()).hexdigest()[:16]
 

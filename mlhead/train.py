@@ -85,7 +85,9 @@ class FitConfig:
     ``normalize="standardize"``). ``patience``: stop a run when ``select`` has not improved for that
     many evaluations (None: never). ``pos_weight``: ``none``, ``auto`` or a file
     (:mod:`mlhead.class_weights`). ``checkpoint_every``: save a resumable checkpoint every that many
-    epochs when run directories are written (0: never).
+    epochs when run directories are written (0: never), but at most one per ``checkpoint_seconds`` of
+    training (a 25-run grid's checkpoint is hundreds of MB: writing it every epoch would cost more than
+    the epoch; 0: every ``checkpoint_every`` epochs). Where the checkpoints fall does not change results.
     """
 
     epochs: int = 100
@@ -101,6 +103,7 @@ class FitConfig:
     patience: int | None = None
     pos_weight: str = "none"
     checkpoint_every: int = 1
+    checkpoint_seconds: float = 30.0
 
     def __post_init__(self):
         if self.standardize:
@@ -118,6 +121,8 @@ class FitConfig:
                                        ("patience", self.patience, self.patience is None or self.patience >= 1,
                                         ">= 1"),
                                        ("checkpoint-every", self.checkpoint_every, self.checkpoint_every >= 0,
+                                        ">= 0"),
+                                       ("checkpoint-seconds", self.checkpoint_seconds, self.checkpoint_seconds >= 0,
                                         ">= 0")):
             if not ok:
                 raise ConfigError(f"--{name} {value} is out of range; valid: {valid}")
@@ -425,7 +430,7 @@ def checkpoint_dir(runs_dir, cache, specs: list[RunSpec], cfg: FitConfig, prec: 
     """``<runs_dir>/.partial/fit-<key>``: where a fit of these specs and options on this cache keeps its
     per-epoch checkpoint; the same command finds the same folder (key: sha256 of cache fingerprint,
     specs and options)."""
-    opts = {k: v for k, v in asdict(cfg).items() if k not in ("checkpoint_every", "standardize")}
+    opts = {k: v for k, v in asdict(cfg).items() if k not in ("checkpoint_every", "checkpoint_seconds", "standardize")}
     doc = {"cache": cache.fingerprint, "specs": [asdict(s) for s in specs],
            "cfg": {**opts, "val_rule": cfg.val_rule.to_dict(), "precision": prec}}
     key = hashlib.sha256(json.dumps(doc, sort_keys=True, default=str).encode()).hexdigest()[:16]
@@ -575,13 +580,16 @@ def _train_loop(specs, data: _Data, cfg: FitConfig, dev, prec: str, ckpt: Path |
     scaler = grad_scaler(dev, prec)
     groups, gens, state = _start(specs, data, cfg, dev, scaler, ckpt)
     first, t0 = state.epoch, time.perf_counter() - state.seconds
+    last_save = time.perf_counter()
     for epoch in range(state.epoch + 1, cfg.epochs + 1):
         if not groups:
             break
         groups = _run_epoch(epoch, groups, gens, data, cfg, dev, prec, scaler, state, specs)
         state.epoch, state.seconds = epoch, time.perf_counter() - t0
-        if ckpt is not None and epoch % cfg.checkpoint_every == 0 and epoch < cfg.epochs:
+        if ckpt is not None and epoch % cfg.checkpoint_every == 0 and epoch < cfg.epochs \
+                and time.perf_counter() - last_save >= cfg.checkpoint_seconds:
             _save_checkpoint(ckpt, groups, gens, state, scaler)
+            last_save = time.perf_counter()
         if progress:
             progress(epoch, cfg.epochs)
     if ckpt is not None and (state.epoch > first or not ckpt.is_file()):

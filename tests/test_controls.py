@@ -298,7 +298,7 @@ def _run_files(runs_dir):
 def test_interrupted_fit_resumes_to_identical_records(tmp_path):
     cache = make_cache(tmp_path / "c.h5", n=(96, 32, 32), dim=12, n_classes=4)
     specs = expand_grid(["crossentropy", "zlpr"], seeds=[0, 1], lrs=[3e-2])
-    cfg = FitConfig(epochs=8, batch_size=32, hidden=8, precision="fp32", patience=3)
+    cfg = FitConfig(epochs=8, batch_size=32, hidden=8, precision="fp32", patience=3, checkpoint_seconds=0)
     fit(cache, specs, cfg, tmp_path / "a")
 
     def interrupt(epoch, _):
@@ -315,12 +315,29 @@ def test_interrupted_fit_resumes_to_identical_records(tmp_path):
     assert not (tmp_path / "b" / ".partial").exists()  # removed once the runs are written
 
 
+def test_checkpoints_are_at_most_one_per_checkpoint_seconds(tmp_path):
+    cache = make_cache(tmp_path / "c.h5", n=(96, 32, 32), dim=12, n_classes=4)
+    cfg = FitConfig(epochs=6, batch_size=32, hidden=8, precision="fp32", checkpoint_seconds=1e9)
+
+    def interrupt(epoch, _):
+        if epoch == 4:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        fit(cache, [RunSpec("crossentropy")], cfg, tmp_path / "b", progress=interrupt)
+    assert not list((tmp_path / "b").rglob("checkpoint.pt"))  # none within 1e9 s
+    epochs = []
+    fit(cache, [RunSpec("crossentropy")], cfg, tmp_path / "b", progress=lambda e, n: epochs.append(e))
+    assert epochs[0] == 1
+
+
 def _sweep(cache, runs_dir, epochs: int):
     """The grid both the killed and the uninterrupted sweep run."""
     from mlhead.sweep import sweep
 
     specs = expand_grid(["crossentropy", "sigmoidf1"], seeds=[0, 1], lrs=[1e-2], weight_decays=[0.0, 1e-2])
-    sweep(cache, specs, FitConfig(epochs=epochs, batch_size=32, hidden=8, precision="fp32", patience=8), runs_dir)
+    sweep(cache, specs, FitConfig(epochs=epochs, batch_size=32, hidden=8, precision="fp32", patience=8,
+                                  checkpoint_seconds=0), runs_dir)
 
 
 _SWEEP = "import sys; sys.path.insert(0, {tests!r}); from test_controls import _sweep; _sweep(*sys.argv[1:3], 40)"

@@ -170,7 +170,8 @@ def test_ray_sweep_resumes_after_its_driver_was_killed(local_ray, tmp_path):
 
     cache = make_cache(tmp_path / "c.h5", n=(120, 40, 40), dim=12, n_classes=4)
     specs = expand_grid(["sigmoidf1", "crossentropy"], seeds=[0, 1])
-    cfg, rules = FitConfig(epochs=4, batch_size=32, hidden=8, precision="fp32"), [DecisionRule("sigmoid", 0.5)]
+    cfg = FitConfig(epochs=4, batch_size=32, hidden=8, precision="fp32", checkpoint_seconds=0)
+    rules = [DecisionRule("sigmoid", 0.5)]
     parts = cells(specs)
     # what a killed driver leaves: cell 0 finished, cell 1 killed after its epoch-2 checkpoint
     root = _sweep_root((tmp_path / "ray").resolve(), _sweep_key(cache, specs, cfg, rules, "test", None))
