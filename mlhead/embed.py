@@ -408,13 +408,10 @@ def batch_plan(sizes: Sequence[int] | None, base: int, n: int, batch_size: int, 
     return out
 
 
-def _plan(writer: CacheWriter, slices: dict, data: LoadedDataset, bb: Encoder, batch_size: int, window: int) \
-        -> tuple[list, np.ndarray, list[Batch]]:
+def _pending(writer: CacheWriter, slices: dict, data: LoadedDataset) \
+        -> tuple[list, np.ndarray, list[tuple[str, int, int]]]:
     """The rows still to embed (every split's rows from its resume point, split after split), their
-    multi-hot labels (aligned with those rows) and the :func:`batch_plan` over them, windows never
-    straddling a split and starting at each split's resume point (always a window boundary: rows are
-    written a whole window at a time), so a resumed run feeds the backbone exactly the batches an
-    uninterrupted run does."""
+    multi-hot labels (aligned with those rows) and each split's span ``(split, first row, rows)`` in them."""
     shard = _shard_of(writer)
     todo, labels, spans = [], [], []
     for split, examples in slices.items():
@@ -422,10 +419,16 @@ def _plan(writer: CacheWriter, slices: dict, data: LoadedDataset, bb: Encoder, b
         spans.append((split, len(todo), len(examples) - start))
         todo.extend(examples[start:])
         labels.append(data.multi_hot(split)[shard_slice(len(data.splits[split]), shard)][start:])
+    return todo, np.concatenate(labels) if labels else np.zeros((0, len(data.classes)), np.uint8), spans
+
+
+def _plan(todo: list, spans: list, bb: Encoder, batch_size: int, window: int) -> list[Batch]:
+    """The :func:`batch_plan` over the pending rows, windows never straddling a split and starting at each
+    split's resume point (always a window boundary: rows are written a whole window at a time), so a
+    resumed run feeds the backbone exactly the batches an uninterrupted run does."""
     sizes = bb.sizes([ex.input for ex in todo]) if window > 1 and todo else None
-    batches = [b._replace(split=split) for split, base, n in spans
-               for b in batch_plan(sizes, base, n, batch_size, window)]
-    return todo, np.concatenate(labels) if labels else np.zeros((0, len(data.classes)), np.uint8), batches
+    return [b._replace(split=split) for split, base, n in spans
+            for b in batch_plan(sizes, base, n, batch_size, window)]
 
 
 class _Window:
@@ -459,14 +462,15 @@ def _embed_splits(writer, slices, data, bb, dev, prec, cfg: EmbedConfig, progres
     """Embed the remaining rows of every split with one DataLoader, so decoding runs ahead across split
     boundaries (the workers start once and the pipeline never drains between splits). ``progress`` is
     called after every batch (rows written + rows of the current window encoded)."""
-    todo, labels, batches = _plan(writer, slices, data, bb, cfg.batch_size, cfg.sort_window)
+    todo, labels, spans = _pending(writer, slices, data)
     announce = _announcer(writer, slices, progress)
-    for split in slices:
-        if split not in {b.split for b in batches}:
+    for split, _, n in spans:
+        if not n:
             announce(split)
-    if not batches:
+    if not todo:
         return
-    announce(batches[0].split)
+    announce(next(split for split, _, n in spans if n))  # before the plan: its token counts are part of the work
+    batches = _plan(todo, spans, bb, cfg.batch_size, cfg.sort_window)
     n_workers = bb.default_workers(dev) if cfg.workers is None else cfg.workers
     # in this process, an encoder with heavy rows (images) reads a batch with every core
     threads = torch.get_num_threads() if bb.threaded_read and not n_workers else 1
