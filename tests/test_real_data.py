@@ -146,8 +146,8 @@ def test_bench_embed_smoke_on_real_inputs(tmp_path):
     shared_path("data", "reuters21578")
     out = tmp_path / "embed.json"
     root = Path(__file__).resolve().parents[1]
-    proc = subprocess.run([sys.executable, str(root / "bench" / "bench_embed.py"), "--n", "24", "--text-n", "12",
-                           "--long-n", "12", "--max-length", "64", "--batch-size", "8", "--random-init", "--repeat",
+    proc = subprocess.run([sys.executable, str(root / "bench" / "bench_embed.py"), "--n", "24", "--text-n", "24",
+                           "--long-n", "16", "--max-length", "64", "--batch-size", "8", "--random-init", "--repeat",
                            "2", "--workers", "0", "--json", str(out)], capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
     doc = json.loads(out.read_text())
