@@ -135,3 +135,49 @@ def test_sigkill_bucketed_text_embed_resumes_to_the_uninterrupted_file(tmp_path,
     assert f"resumed from {sum(durable['rows'].values())} rows" in out.stdout, out.stdout
     assert_same_cache(target, tmp_path / "ref" / "table" / f"{tiny_text_model.name}.h5")
     assert verify_cache(target) == []
+
+
+def test_rows_skipped_while_embedding_keep_dataset_order(tmp_path, tiny_text_model, monkeypatch):
+    """A row the encoder cannot read (here: any text with "bird", as if unreadable) is skipped inside a
+    length-sorted window: the skip records and the kept rows come out in dataset order, the kept rows'
+    embeddings equal the dataset-order path's."""
+    from mlhead.cache import read_attrs
+    from mlhead.encoders import BadInput, hf
+
+    def read(text):
+        if "bird" in text:
+            raise BadInput("unreadable (test)")
+        return text
+
+    monkeypatch.setattr(hf, "read_text", read)
+    texts = texts_of(60, seed=4)
+    table = write_table(tmp_path / "t.jsonl", texts)
+    kw = dict(backbone=str(tiny_text_model), random_init=True, precision="fp32", batch_size=4, workers=0,
+              on_error="skip", split_mode="paper-contiguous",
+              dataset_options={"text_column": "text", "id_column": "id"})
+    ref = embed(EmbedConfig("table", table, tmp_path / "a", sort_window=1, **kw)).path
+    got = embed(EmbedConfig("table", table, tmp_path / "b", sort_window=3, **kw)).path
+    bad = [f"t{i}" for i, t in enumerate(texts) if "bird" in t]
+    assert 3 <= len(bad) < 50
+    assert [s["id"] for s in read_attrs(got)["skipped"]] == [s["id"] for s in read_attrs(ref)["skipped"]] == bad
+    a, b = open_cache(ref), open_cache(got)
+    for split in a.splits:
+        (x, y, ids), (rx, ry, rids) = b.load(split), a.load(split)
+        assert ids == rids and not set(ids) & set(bad)
+        np.testing.assert_array_equal(y.numpy(), ry.numpy())
+        np.testing.assert_allclose(x.numpy(), rx.numpy(), atol=2e-3)  # float16 cache: a last-bit step at most
+
+
+def test_cli_sort_window_must_be_positive(tmp_path, tiny_text_model):
+    from click.testing import CliRunner
+
+    from mlhead.cli import main
+
+    table = write_table(tmp_path / "t.jsonl", texts_of(20))
+    res = CliRunner().invoke(main, [str(a) for a in text_args(table, tiny_text_model, tmp_path / "c",
+                                                              "--sort-window", 0)])
+    assert res.exit_code == 2 and "error: --sort-window 0 invalid" in res.output and "Traceback" not in res.output
+    from mlhead.cli.embed import embed as embed_command
+    from mlhead.embed import SORT_WINDOW
+
+    assert {p.name: p.default for p in embed_command.params}["sort_window"] == SORT_WINDOW == EmbedConfig.sort_window
