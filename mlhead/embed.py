@@ -11,8 +11,8 @@ The batch plan is a pure function of the rows and the options (:func:`batch_plan
 Windows are appended to the cache's ``.partial`` directory and made durable (fsync at most every
 ``SYNC_INTERVAL`` seconds, and always when the run stops: error, Ctrl-C), so an interrupted run
 resumes from the last flushed window (a kill loses the window being encoded) and finishes with the
-same file an uninterrupted run writes (same batches, same order). ``--random-init`` encoders are seeded (``mlhead.encoders.RANDOM_INIT_SEED``),
-so they are reproducible too. The loop knows encoders only through :class:`mlhead.encoders.Encoder`
+same file an uninterrupted run writes (same batches, same order). ``--random-init`` encoders are
+seeded (``mlhead.encoders.RANDOM_INIT_SEED``), so they are reproducible too. The loop knows encoders only through :class:`mlhead.encoders.Encoder`
 (``read`` rows, ``collate`` batches, ``encode``, ``fingerprint``): no modality or family branches here.
 """
 
@@ -37,7 +37,7 @@ from .fileio import storage_errors
 
 ON_ERROR = ("raise", "skip")
 DEFAULT_BACKBONE = {"image": "mobilenetv2_100", "text": "minilm"}
-#: seconds between fsyncs of the partial cache (a kill loses at most this much work)
+#: seconds between fsyncs of the partial cache (a kill loses at most this much work, plus the window being encoded)
 SYNC_INTERVAL = 1.0
 #: batches per length-sorted window (``--sort-window``): 32 batches keep 95-98 % of the padded tokens real on
 #: arXiv/Reuters titles and abstracts (dataset order: 42-64 %), and a kill loses at most one window
@@ -159,7 +159,8 @@ class EmbedConfig:
     Paths may be relative (resolved against the working directory when used). ``shard``: ``(i, n)``
     embeds rows ``shard_slice`` of every split into ``<name>.shard-i-of-n.h5``. ``force`` rebuilds a
     cache (or discards a partial) made from other inputs. ``dataset_options``: the loader's own
-    options (``mlhead datasets`` lists them).
+    options (``mlhead datasets`` lists them). ``sort_window``: batches per window of rows batched by
+    size (texts: token count; 1 = dataset order), see :func:`batch_plan`.
     """
 
     dataset: str
@@ -305,8 +306,7 @@ def embed(config: EmbedConfig, progress: Callable | None = None, notify: Callabl
     every batch. Another writer of the same cache -> CacheError, or wait with ``wait_lock``
     (``notify(message)`` is called before waiting).
     ``stop_after_batches`` (tests) stops early, as Ctrl-C would (after writing the window that batch
-    completes, if it does). Raises ConfigError for bad options,
-    BackboneError, DatasetError, CacheError.
+    completes, if it does). Raises ConfigError for bad options, BackboneError, DatasetError, CacheError.
     """
     t0 = time.perf_counter()
     plan = plan_embed(config)
