@@ -57,7 +57,8 @@ reproduce: install
 bench: install
 	$(PY) bench/bench_train.py
 	@if [ -d $(DATA)/movieposters ]; then $(PY) bench/bench_embed.py --posters $(DATA)/movieposters \
-		--weights $(WEIGHTS)/mobilenetv2_100 --arxiv $(DATA)/arxiv/arxiv_metadata_first2000.csv; \
+		--weights $(WEIGHTS)/mobilenetv2_100 --arxiv $(DATA)/arxiv/arxiv_metadata_first2000.csv \
+		--reuters $(DATA)/reuters21578 --json bench/out/embed.json; \
 		else echo "bench_embed: skipped ($(DATA)/movieposters absent)"; fi
 
 # issue #19: 4 M x 768 streamed vs in memory, 20,000 labels CSR vs dense, memory overhead, eval at 5,000

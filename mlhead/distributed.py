@@ -387,15 +387,66 @@ def _shard_note(on_shard_done: Callable[[dict], None] | None) -> Callable[[int, 
 # ------------------------------------------------------------------------------------------- sweep
 
 
+CELL_RESULTS = "cell.json"
+SWEEP_STATE = "sweep.json"
+
+
 def _sweep_cell_task(cache: str, specs: list, cfg, cell_dir: str, rules: list, split: str, cpus: float) -> list[dict]:
-    """Ray task: fit one cell as stacked heads and evaluate its runs; a retry starts the cell afresh."""
-    _set_threads(cpus)
+    """Ray task: fit one cell as stacked heads and evaluate its runs, then write its results to
+    ``cell.json``. A finished cell returns those results; an unfinished one (its worker or the
+    driver killed) resumes from the fit's checkpoint (see :func:`mlhead.sweep.run_cell`)."""
+    import json
+
+    from .fileio import atomic_write_text
     from .sweep import run_cell
 
-    d = Path(cell_dir)
-    if d.exists():  # left by an attempt of this very task whose worker died
-        shutil.rmtree(d)
-    return run_cell(cache, specs, cfg, d, rules, split)
+    _set_threads(cpus)
+    done = Path(cell_dir) / CELL_RESULTS
+    if done.is_file():
+        return json.loads(done.read_text())
+    results = run_cell(cache, specs, cfg, Path(cell_dir), rules, split)
+    atomic_write_text(done, json.dumps(results, indent=1))
+    return results
+
+
+def _sweep_key(cache, specs, cfg, rules, split: str, max_runs_per_cell) -> str:
+    """What makes a Ray sweep the same sweep: cache fingerprint, runs, options, rules, split, cells."""
+    import hashlib
+    import json
+
+    from .cache import open_cache
+
+    doc = {"cache": open_cache(cache).fingerprint, "specs": [dataclasses.asdict(s) for s in specs],
+           "cfg": {**{k: v for k, v in dataclasses.asdict(cfg).items() if not k.startswith("checkpoint_")},
+                   "val_rule": cfg.val_rule.to_dict()},
+           "rules": [r.to_dict() for r in rules], "split": split, "max_runs_per_cell": max_runs_per_cell}
+    return hashlib.sha256(json.dumps(doc, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _sweep_root(runs_dir: Path, key: str) -> Path:
+    """The unfinished sweep folder of this sweep (``sweep.json`` with the same key) to resume, or a new
+    ``<runs_dir>/sweep-<time>-<id>`` marked unfinished."""
+    import json
+
+    from .fileio import atomic_write_text
+
+    for state in sorted(runs_dir.glob(f"sweep-*/{SWEEP_STATE}")):
+        with contextlib.suppress(OSError, ValueError):
+            doc = json.loads(state.read_text())
+            if doc.get("key") == key and not doc.get("finished"):
+                return state.parent
+    root = runs_dir / f"sweep-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
+    root.mkdir(parents=True)
+    atomic_write_text(root / SWEEP_STATE, json.dumps({"key": key, "finished": False}))
+    return root
+
+
+def _finish_sweep(root: Path, key: str) -> None:
+    import json
+
+    from .fileio import atomic_write_text
+
+    atomic_write_text(root / SWEEP_STATE, json.dumps({"key": key, "finished": True}))
 
 
 def ray_sweep(cache_path, specs: Sequence, cfg, runs_dir, rules: Sequence = (), split: str = "test",
@@ -408,9 +459,12 @@ def ray_sweep(cache_path, specs: Sequence, cfg, runs_dir, rules: Sequence = (), 
     ``max_runs_per_cell`` runs per cell). Each cell writes its run directories under
     ``<runs_dir>/sweep-<time>-<id>/cell-<k>/`` (``mlhead report RUNS_DIR`` finds them, as it finds a
     local sweep's) and returns :func:`mlhead.sweep.run_cell`'s dicts; the result is their
-    concatenation in cell order. A cell whose worker died is rerun from scratch (its partial run
-    directories removed) up to ``max_retries`` times. When a cell fails, the others are stopped and
-    the run directories of every unfinished cell are removed (finished cells keep theirs). Resources per task as in :func:`ray_embed`
+    concatenation in cell order. Resumable: the same sweep (same cache, runs, options, rules) run again
+    after its driver was killed continues in the same folder (``sweep.json`` holds its key and whether
+    it finished): finished cells return their ``cell.json``, the others resume from their fits'
+    checkpoints. A cell whose worker died is retried (resuming) up to ``max_retries`` times. When a
+    cell fails, the others are stopped and the run directories of every unfinished cell are removed
+    (finished cells keep theirs; a rerun starts those cells afresh). Resources per task as in :func:`ray_embed`
     (GPU: ``cfg.device``). Raises ValueError/CacheError/RunError from the cells (prefixed with the
     cell), :class:`ClusterError`, :class:`RayUnavailableError`.
     """
@@ -428,7 +482,8 @@ def ray_sweep(cache_path, specs: Sequence, cfg, runs_dir, rules: Sequence = (), 
         raise CacheError(f"cache file not found: {cache} (with --ray it must be on storage every node sees, "
                          "at the same path)")
     parts = cells(list(specs), max_runs_per_cell)
-    root = Path(runs_dir).resolve() / f"sweep-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
+    key = _sweep_key(cache, specs, cfg, rules, split, max_runs_per_cell)
+    root = _sweep_root(Path(runs_dir).resolve(), key)
     with ray_session(address, num_cpus) as ray:
         cpus, gpus = _resources(ray, len(parts), cpus_per_task, gpus_per_task, cfg.device)
         if gpus and str(cfg.device or "").startswith("cuda"):
@@ -451,4 +506,5 @@ def ray_sweep(cache_path, specs: Sequence, cfg, runs_dir, rules: Sequence = (), 
                 if part is None:
                     shutil.rmtree(root / f"cell-{k:0{width}d}", ignore_errors=True)
             raise
+    _finish_sweep(root, key)
     return [r for part in out for r in part]

@@ -3,11 +3,16 @@
 Decoding/resizing (images) and tokenization (texts) run in DataLoader worker processes and overlap
 with the forward pass; the forward pass runs under ``torch.inference_mode`` in eval mode, channels_last
 for CNNs, with autocast per ``--precision`` (bf16 on CPUs with AMX/AVX512-BF16, fp16 on CUDA).
-Batches are appended to the cache's ``.partial`` directory and made durable (fsync at most every
+Texts are batched by length: within each window of ``--sort-window`` batches (default
+:data:`SORT_WINDOW`) the rows are sorted by token count (longest first) and cut into batches, so each
+batch pads to its own longest row, not to a random long one; once the whole window is encoded its rows
+are appended in dataset order. Rows of the same size (images) keep dataset order, one batch per window.
+The batch plan is a pure function of the rows and the options (:func:`batch_plan`).
+Windows are appended to the cache's ``.partial`` directory and made durable (fsync at most every
 ``SYNC_INTERVAL`` seconds, and always when the run stops: error, Ctrl-C), so an interrupted run
-resumes from the last flushed batch and finishes with the same file an uninterrupted run writes
-(same batches, same order). ``--random-init`` encoders are seeded (``mlhead.encoders.RANDOM_INIT_SEED``),
-so they are reproducible too. The loop knows encoders only through :class:`mlhead.encoders.Encoder`
+resumes from the last flushed window (a kill loses the window being encoded) and finishes with the
+same file an uninterrupted run writes (same batches, same order). ``--random-init`` encoders are
+seeded (``mlhead.encoders.RANDOM_INIT_SEED``), so they are reproducible too. The loop knows encoders only through :class:`mlhead.encoders.Encoder`
 (``read`` rows, ``collate`` batches, ``encode``, ``fingerprint``): no modality or family branches here.
 """
 
@@ -17,7 +22,7 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, NamedTuple, Sequence
 
 import numpy as np
 import torch
@@ -32,8 +37,11 @@ from .fileio import storage_errors
 
 ON_ERROR = ("raise", "skip")
 DEFAULT_BACKBONE = {"image": "mobilenetv2_100", "text": "minilm"}
-#: seconds between fsyncs of the partial cache (a kill loses at most this much work)
+#: seconds between fsyncs of the partial cache (a kill loses at most this much work, plus the window being encoded)
 SYNC_INTERVAL = 1.0
+#: batches per length-sorted window (``--sort-window``): 32 batches keep 95-98 % of the padded tokens real on
+#: arXiv/Reuters titles and abstracts (dataset order: 42-64 %), and a kill loses at most one window
+SORT_WINDOW = 32
 
 
 @dataclass
@@ -151,7 +159,8 @@ class EmbedConfig:
     Paths may be relative (resolved against the working directory when used). ``shard``: ``(i, n)``
     embeds rows ``shard_slice`` of every split into ``<name>.shard-i-of-n.h5``. ``force`` rebuilds a
     cache (or discards a partial) made from other inputs. ``dataset_options``: the loader's own
-    options (``mlhead datasets`` lists them).
+    options (``mlhead datasets`` lists them). ``sort_window``: batches per window of rows batched by
+    size (texts: token count; 1 = dataset order), see :func:`batch_plan`.
     """
 
     dataset: str
@@ -174,6 +183,7 @@ class EmbedConfig:
     dataset_options: dict = field(default_factory=dict)
     device: str | None = None
     wait_lock: bool = False
+    sort_window: int = SORT_WINDOW
 
     def validate(self) -> "EmbedConfig":
         """Return self, or raise :class:`~mlhead.errors.ConfigError` naming the bad option."""
@@ -181,6 +191,8 @@ class EmbedConfig:
             raise ConfigError(f"--on-error {self.on_error!r} invalid; valid: {', '.join(ON_ERROR)}")
         if self.batch_size < 1:
             raise ConfigError(f"--batch-size {self.batch_size} invalid; valid: >= 1")
+        if self.sort_window < 1:
+            raise ConfigError(f"--sort-window {self.sort_window} invalid; valid: >= 1 (1: dataset order)")
         if self.shard is not None and not (0 <= self.shard[0] < self.shard[1]):
             raise ConfigError(f"--shard {self.shard[0]}/{self.shard[1]} invalid; valid: i/n with 0 <= i < n")
         return self
@@ -293,8 +305,8 @@ def embed(config: EmbedConfig, progress: Callable | None = None, notify: Callabl
     total)`` is called once per split before its first batch (``done`` = resumed rows) and after
     every batch. Another writer of the same cache -> CacheError, or wait with ``wait_lock``
     (``notify(message)`` is called before waiting).
-    ``stop_after_batches`` (tests) stops early, as Ctrl-C would. Raises ConfigError for bad options,
-    BackboneError, DatasetError, CacheError.
+    ``stop_after_batches`` (tests) stops early, as Ctrl-C would (after writing the window that batch
+    completes, if it does). Raises ConfigError for bad options, BackboneError, DatasetError, CacheError.
     """
     t0 = time.perf_counter()
     plan = plan_embed(config)
@@ -331,8 +343,7 @@ def _write_rows(plan: EmbedPlan, writer: CacheWriter, slices: dict, progress, co
         _write_features(writer, plan.data, cfg.shard, progress)
         return
     bb.to(plan.device)
-    _embed_splits(writer, slices, plan.data, bb, plan.device, plan.precision, cfg.batch_size, cfg.workers,
-                  cfg.on_error, progress, counter)
+    _embed_splits(writer, slices, plan.data, bb, plan.device, plan.precision, cfg, progress, counter)
 
 
 def _rows_in(path: Path) -> dict[str, int]:
@@ -369,64 +380,139 @@ def _write_features(writer: CacheWriter, data: LoadedDataset, shard, progress) -
                 progress(split, min(i + 4096, len(ids)), len(ids))
 
 
-def _plan(writer: CacheWriter, slices: dict, data: LoadedDataset, batch_size: int) \
-        -> tuple[list, np.ndarray, list[tuple[str, list[int]]]]:
+class Batch(NamedTuple):
+    """One batch of the plan: its ``split``, its ``rows`` (indices into the rows still to embed) and
+    whether it is the last batch of its window (``window_end``: the window's rows are written then)."""
+
+    split: str
+    rows: list[int]
+    window_end: bool
+
+
+def batch_plan(sizes: Sequence[int] | None, base: int, n: int, batch_size: int, window: int) -> list[Batch]:
+    """The batches over the ``n`` rows ``base .. base+n-1`` of one split (``split`` left empty; the caller fills it).
+
+    ``sizes``: each row's cost (:meth:`mlhead.encoders.Encoder.sizes`, indexed like the rows; None: all
+    equal). Rows are cut into windows of ``window * batch_size`` consecutive rows; within a window they
+    are ordered by size, longest first (ties: dataset order), and cut into ``batch_size`` batches (the
+    window's last one may be smaller). Without sizes, or with ``window`` 1, the batches are the rows in
+    dataset order, each its own window. A pure function of its arguments: a resumed embed (which starts
+    at a window boundary) replans exactly the batches the uninterrupted run ran."""
+    if sizes is None or window <= 1:
+        return [Batch("", list(range(base + i, base + min(i + batch_size, n))), True) for i in range(0, n, batch_size)]
+    out = []
+    for w in range(0, n, window * batch_size):
+        rows = sorted(range(base + w, base + min(w + window * batch_size, n)), key=lambda i: (-sizes[i], i))
+        cuts = list(range(0, len(rows), batch_size))
+        out += [Batch("", rows[c:c + batch_size], c == cuts[-1]) for c in cuts]
+    return out
+
+
+def _pending(writer: CacheWriter, slices: dict, data: LoadedDataset) \
+        -> tuple[list, np.ndarray, list[tuple[str, int, int]]]:
     """The rows still to embed (every split's rows from its resume point, split after split), their
-    multi-hot labels (aligned with those rows) and the batches over them: ``(split, row indices)``,
-    ``batch_size`` rows each, never straddling a split, so a resumed run feeds the backbone exactly the
-    batches an uninterrupted run does."""
+    multi-hot labels (aligned with those rows) and each split's span ``(split, first row, rows)`` in them."""
     shard = _shard_of(writer)
-    todo, labels, batches = [], [], []
+    todo, labels, spans = [], [], []
     for split, examples in slices.items():
         start = writer.consumed(split)
-        base, rest = len(todo), examples[start:]
-        todo.extend(rest)
+        spans.append((split, len(todo), len(examples) - start))
+        todo.extend(examples[start:])
         labels.append(data.multi_hot(split)[shard_slice(len(data.splits[split]), shard)][start:])
-        batches += [(split, list(range(base + i, base + min(i + batch_size, len(rest)))))
-                    for i in range(0, len(rest), batch_size)]
-    return todo, np.concatenate(labels) if labels else np.zeros((0, len(data.classes)), np.uint8), batches
+    return todo, np.concatenate(labels) if labels else np.zeros((0, len(data.classes)), np.uint8), spans
 
 
-def _embed_splits(writer, slices, data, bb, dev, prec, batch_size, workers, on_error, progress, counter):
+def _plan(todo: list, spans: list, bb: Encoder, batch_size: int, window: int) -> list[Batch]:
+    """The :func:`batch_plan` over the pending rows, windows never straddling a split and starting at each
+    split's resume point (always a window boundary: rows are written a whole window at a time), so a
+    resumed run feeds the backbone exactly the batches an uninterrupted run does."""
+    sizes = bb.sizes([ex.input for ex in todo]) if window > 1 and todo else None
+    return [b._replace(split=split) for split, base, n in spans
+            for b in batch_plan(sizes, base, n, batch_size, window)]
+
+
+class _Window:
+    """The encoded rows of the current window, until it is complete; then appended in dataset order."""
+
+    def __init__(self, dim: int):
+        self.dim = dim
+        self.clear()
+
+    def clear(self) -> None:
+        self.rows, self.embs, self.bad, self.count = [], [], [], 0
+
+    def add(self, keep: list[int], emb: np.ndarray, bad: list[tuple[int, dict]], n: int) -> None:
+        """``keep``: rows (todo indices) of ``emb``'s rows; ``bad``: (row, skip record); ``n``: rows of the batch."""
+        self.rows += keep
+        self.embs.append(emb)
+        self.bad += bad
+        self.count += n
+
+    def write(self, writer: CacheWriter, split: str, labels: np.ndarray, todo: list) -> None:
+        """Append the window's rows in dataset order (with its skipped rows, in order) and clear it."""
+        order = np.argsort(self.rows, kind="stable")
+        rows = [self.rows[i] for i in order]
+        emb = np.concatenate(self.embs)[order] if self.rows else np.zeros((0, self.dim), np.float32)
+        writer.append(split, emb, labels[rows], [todo[i].id for i in rows],
+                      skipped=[rec for _, rec in sorted(self.bad, key=lambda x: x[0])])
+        self.clear()
+
+
+def _embed_splits(writer, slices, data, bb, dev, prec, cfg: EmbedConfig, progress, counter):
     """Embed the remaining rows of every split with one DataLoader, so decoding runs ahead across split
-    boundaries (the workers start once and the pipeline never drains between splits)."""
-    todo, labels, batches = _plan(writer, slices, data, batch_size)
+    boundaries (the workers start once and the pipeline never drains between splits). ``progress`` is
+    called after every batch (rows written + rows of the current window encoded)."""
+    todo, labels, spans = _pending(writer, slices, data)
+    announce = _announcer(writer, slices, progress)
+    for split, _, n in spans:
+        if not n:
+            announce(split)
+    if not todo:
+        return
+    announce(next(split for split, _, n in spans if n))  # before the plan: its token counts are part of the work
+    batches = _plan(todo, spans, bb, cfg.batch_size, cfg.sort_window)
+    n_workers = bb.default_workers(dev) if cfg.workers is None else cfg.workers
+    # in this process, an encoder with heavy rows (images) reads a batch with every core
+    threads = torch.get_num_threads() if bb.threaded_read and not n_workers else 1
+    rows = Rows(todo, bb.read, threads=threads)
+    dl = DataLoader(rows, batch_sampler=[b.rows for b in batches], num_workers=n_workers,
+                    collate_fn=Collate(bb.collate),
+                    pin_memory=dev.type == "cuda", persistent_workers=False,
+                    prefetch_factor=4 if n_workers else None)
+    window = _Window(bb.dim)
+    try:
+        for b, (idx, batch, errors) in zip(batches, dl):
+            announce(b.split)
+            bad = bad_rows(dict(sorted(errors.items())), todo, bb, cfg.on_error)
+            keep = [i for i in idx if i not in errors]
+            emb_np = encode_batch(bb, batch, dev, prec, f"{b.split} rows {_row_names(keep, todo)}") \
+                if keep else np.zeros((0, bb.dim), np.float32)
+            window.add(keep, emb_np, list(zip(sorted(errors), bad)), len(idx))
+            if b.window_end:
+                window.write(writer, b.split, labels, todo)
+            if progress:
+                progress(b.split, writer.consumed(b.split) + window.count, len(slices[b.split]))
+            counter.tick()
+    finally:
+        rows.close()
+
+
+def _announcer(writer, slices: dict, progress) -> Callable[[str], None]:
+    """``announce(split)``: the first progress call of a split, before its first batch (done = resumed rows)."""
     announced = set()
 
-    def announce(split):  # the first progress call of a split: before its first batch (or now, if none)
+    def announce(split):
         if progress and split not in announced:
             progress(split, writer.consumed(split), len(slices[split]))
         announced.add(split)
 
-    pending = {s for s, _ in batches}
-    for split in slices:
-        if split not in pending:
-            announce(split)
-    if not batches:
-        return
-    announce(batches[0][0])
-    n_workers = bb.default_workers(dev) if workers is None else workers
-    # in this process, an encoder with heavy rows (images) reads a batch with every core
-    threads = torch.get_num_threads() if bb.threaded_read and not n_workers else 1
-    rows = Rows(todo, bb.read, threads=threads)
-    dl = DataLoader(rows, batch_sampler=[idx for _, idx in batches], num_workers=n_workers,
-                    collate_fn=Collate(bb.collate),
-                    pin_memory=dev.type == "cuda", persistent_workers=False,
-                    prefetch_factor=4 if n_workers else None)
-    try:
-        for (split, _), (idx, batch, errors) in zip(batches, dl):
-            announce(split)
-            bad = bad_rows(errors, todo, bb, on_error)
-            keep = [i for i in idx if i not in errors]
-            start = writer.consumed(split)
-            emb_np = encode_batch(bb, batch, dev, prec, f"{split} rows {start}..{start + len(idx)}") \
-                if keep else np.zeros((0, bb.dim), np.float32)
-            writer.append(split, emb_np, labels[keep], [todo[i].id for i in keep], skipped=bad)
-            if progress:
-                progress(split, writer.consumed(split), len(slices[split]))
-            counter.tick()
-    finally:
-        rows.close()
+    return announce
+
+
+def _row_names(rows: list[int], todo: list, most: int = 4) -> str:
+    """Ids of a batch's rows for a message (the first ``most``, then a count)."""
+    names = [str(todo[i].id) for i in sorted(rows)[:most]]
+    return ", ".join(names) + (f" (+{len(rows) - most} more)" if len(rows) > most else "")
 
 
 def bad_rows(errors: dict, todo: list, encoder: Encoder, on_error: str) -> list[dict]:

@@ -34,24 +34,28 @@ from .errors import BackboneError, CacheError, ConfigError, DatasetError, Storag
 from .heads import MLPHead
 from .inputs import BadRow
 from .rules import DecisionRule
-from .runs import RunConfig, last_rule, load_head, load_run_config, run_cache
+from .runs import ENCODER_KEYS, RunConfig, last_rule, load_head, load_run_config, run_cache
 
 ON_ERROR = ("raise", "skip")
 #: output file suffixes of :class:`PredictionWriter`
 OUTPUT_SUFFIXES = (".csv", ".jsonl", ".ndjson")
 #: encoder fields of a cache's attrs that :func:`encoder_spec` returns
-SPEC_KEYS = ("backbone", "weights_sha256", "preprocessing", "modality", "precision", "weights")
+SPEC_KEYS = ENCODER_KEYS
 
 
 def encoder_spec(run_dir, cache=None) -> dict:
-    """What rebuilds the encoder of the run's cache: its attrs ``backbone``, ``weights_sha256``,
-    ``preprocessing``, ``modality``, ``precision``, ``weights`` (the ``--weights`` path embed read; ``""``
-    for a preset's default location or the hub) plus ``dim`` (the head's input width D).
+    """What rebuilds the encoder of the run's cache: ``backbone``, ``weights_sha256``, ``preprocessing``,
+    ``modality``, ``precision``, ``weights`` (the ``--weights`` path embed read; ``""`` for a preset's
+    default location or the hub) plus ``dim`` (the head's input width D). Taken from the run record
+    (``encoder``, copied from the cache at fit time, schema >= 4), so a run predicts raw inputs without
+    its cache; from the cache's attrs for older runs or when ``cache`` is given.
 
     ``cache``: another copy of the cache (default: the path in the run's config.json). Raises
-    :class:`CacheError` when the cache is missing (the message says to pass ``--cache FILE``) or is not
-    the one the run was fitted on (fingerprint)."""
+    :class:`CacheError` when the cache is needed and missing (the message says to pass ``--cache FILE``)
+    or is not the one the run was fitted on (fingerprint)."""
     cfg = load_run_config(run_dir)
+    if cfg.encoder and cache is None:
+        return {**cfg.encoder, "dim": cfg.dim}
     try:
         c = run_cache(run_dir, cache)
     except CacheError as e:

@@ -37,7 +37,7 @@ from .heads import MLPHead
 from .rules import DecisionRule
 
 #: The ``schema_version`` this mlhead writes into config.json.
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 #: Why a run stopped: it ran all its epochs, its selection criterion did not improve for ``patience``
 #: evaluations, or its loss became non-finite or exploded (see :data:`mlhead.train.DIVERGENCE_FACTOR`).
@@ -95,6 +95,7 @@ class RunConfig:
     stacked_runs: int = 1
     train_seconds: float = 0.0
     suggested_rule: dict | None = None
+    encoder: dict | None = None
 
     @property
     def standardize(self) -> bool:
@@ -205,8 +206,25 @@ def _v2_to_v3(d: dict[str, Any]) -> dict[str, Any]:
     return d
 
 
+def _v3_to_v4(d: dict[str, Any]) -> dict[str, Any]:
+    """v3 did not copy the cache's encoder description into the run (``encoder`` None: predict reads it
+    from the run's cache)."""
+    return d
+
+
 #: schema version -> function migrating a config dict of that version to the next one.
-MIGRATIONS = {1: _v1_to_v2, 2: _v2_to_v3}
+MIGRATIONS = {1: _v1_to_v2, 2: _v2_to_v3, 3: _v3_to_v4}
+
+#: the cache attrs that describe (and rebuild) the encoder the cache was made with
+ENCODER_KEYS = ("backbone", "weights_sha256", "preprocessing", "modality", "precision", "weights")
+
+
+def encoder_from_attrs(attrs) -> dict | None:
+    """The run record's ``encoder`` field: the cache's :data:`ENCODER_KEYS` attrs (JSON values), or None
+    for a features cache made without an encoder (no ``preprocessing``)."""
+    spec = {k: attrs.get(k, "") for k in ENCODER_KEYS}
+    spec = {k: (v.item() if hasattr(v, "item") else v) for k, v in spec.items()}
+    return spec if (spec.get("preprocessing") or {}).get("kind") else None
 
 
 def migrate(d: dict[str, Any], source: str = "config.json") -> dict[str, Any]:

@@ -25,15 +25,21 @@ def run_cell(cache, specs: Sequence[RunSpec], cfg: FitConfig, runs_dir,
     ``rules``: :class:`~mlhead.rules.DecisionRule` objects; a ``--tune-thresholds`` recipe
     (``tuned_on="val"``) is tuned per run. A diverged run whose head gives non-finite logits gets
     NaN metrics (its record says ``stop_reason: diverged``; ``mlhead report`` lists it apart). Returns
-    one dict per (run, rule): {run_dir, spec, rule (its name), metrics, stop_reason}. Errors as in
+    one dict per (run, rule): {run_dir, spec, rule (its name), metrics, stop_reason}. Killed at any
+    point (training, writing runs, evaluating) and rerun, it resumes from the fit's checkpoint and ends
+    with the same run directories and evaluations (see :func:`mlhead.train.fit`). Errors as in
     fit/evaluate_run.
     """
-    out = []
-    for rec in fit(cache, list(specs), cfg, runs_dir, progress=progress):
-        for r in rules:
-            doc = _evaluate(rec, split, r)
-            out.append({"run_dir": str(rec.path), "spec": rec.config.loss, "rule": doc["rule"]["name"],
-                        "metrics": doc["metrics"], "stop_reason": rec.config.stop_reason})
+    out: list[dict] = []
+
+    def evaluate_all(records) -> None:  # inside fit: killed here, a rerun evaluates again, without refitting
+        for rec in records:
+            for r in rules:
+                doc = _evaluate(rec, split, r)
+                out.append({"run_dir": str(rec.path), "spec": rec.config.loss, "rule": doc["rule"]["name"],
+                            "metrics": doc["metrics"], "stop_reason": rec.config.stop_reason})
+
+    fit(cache, list(specs), cfg, runs_dir, progress=progress, then=evaluate_all)
     return out
 
 

@@ -43,10 +43,10 @@ from .cache import open_cache
 from .datasource import default_budget, format_size, train_source
 from .device import autocast, dtype_of, grad_scaler, resolve_device, resolve_precision
 from .errors import CacheError, ConfigError
-from .fileio import atomic_write_bytes
+from .fileio import atomic_write_bytes, atomic_write_text
 from .heads import StackedHeads
 from .rules import DecisionRule
-from .runs import RunConfig, RunRecord, write_run
+from .runs import RunConfig, RunRecord, encoder_from_attrs, write_run
 
 SELECT_CHOICES = ("val_loss", "val_micro_f1", "val_macro_f1")
 
@@ -87,7 +87,9 @@ class FitConfig:
     ``normalize="standardize"``). ``patience``: stop a run when ``select`` has not improved for that
     many evaluations (None: never). ``pos_weight``: ``none``, ``auto`` or a file
     (:mod:`mlhead.class_weights`). ``checkpoint_every``: save a resumable checkpoint every that many
-    epochs when run directories are written (0: never).
+    epochs when run directories are written (0: never), but at most one per ``checkpoint_seconds`` of
+    training (a 25-run grid's checkpoint is hundreds of MB: writing it every epoch would cost more than
+    the epoch; 0: every ``checkpoint_every`` epochs). Where the checkpoints fall does not change results.
     """
 
     epochs: int = 100
@@ -103,7 +105,8 @@ class FitConfig:
     patience: int | None = None
     pos_weight: str = "none"
     checkpoint_every: int = 1
-    memory_budget: int | None = None  # bytes of data fit may hold (None: datasource.default_budget())
+    checkpoint_seconds: float = 30.0
+    memory_budget: int | None = None  # bytes the fit process may use (None: datasource.default_budget())
 
     def __post_init__(self):
         if self.standardize:
@@ -121,6 +124,8 @@ class FitConfig:
                                        ("patience", self.patience, self.patience is None or self.patience >= 1,
                                         ">= 1"),
                                        ("checkpoint-every", self.checkpoint_every, self.checkpoint_every >= 0,
+                                        ">= 0"),
+                                       ("checkpoint-seconds", self.checkpoint_seconds, self.checkpoint_seconds >= 0,
                                         ">= 0"),
                                        ("memory-budget", self.memory_budget,
                                         self.memory_budget is None or self.memory_budget > 0, "> 0")):
@@ -424,7 +429,8 @@ def _run_config(spec: RunSpec, cfg: FitConfig, cache, data: _Data, prec: str, st
         n_val=int(data.Xva.shape[0]), best_epoch=best.epoch[i], best_value=best.value[i],
         stopped_epoch=state.stopped_epoch[i], stop_reason=state.stop_reason[i], stacked_runs=n_runs,
         train_seconds=state.seconds,
-        suggested_rule=getattr(L.LOSSES[L.canonical_name(spec.loss)], "DECISION_RULE", None))
+        suggested_rule=getattr(L.LOSSES[L.canonical_name(spec.loss)], "DECISION_RULE", None),
+        encoder=encoder_from_attrs(cache.attrs))
 
 
 # ------------------------------------------------------------------------------------ checkpoints
@@ -434,7 +440,8 @@ def checkpoint_dir(runs_dir, cache, specs: list[RunSpec], cfg: FitConfig, prec: 
     """``<runs_dir>/.partial/fit-<key>``: where a fit of these specs and options on this cache keeps its
     per-epoch checkpoint; the same command finds the same folder (key: sha256 of cache fingerprint,
     specs and options)."""
-    opts = {k: v for k, v in asdict(cfg).items() if k not in ("checkpoint_every", "standardize", "memory_budget")}
+    opts = {k: v for k, v in asdict(cfg).items()
+            if k not in ("checkpoint_every", "checkpoint_seconds", "standardize", "memory_budget")}
     doc = {"cache": cache.fingerprint, "specs": [asdict(s) for s in specs],
            "cfg": {**opts, "val_rule": cfg.val_rule.to_dict(), "precision": prec}}
     key = hashlib.sha256(json.dumps(doc, sort_keys=True, default=str).encode()).hexdigest()[:16]
@@ -507,7 +514,8 @@ def _run_epoch(epoch: int, groups, gens, data, cfg, dev, prec, scaler, state: _P
 
 def fit(cache_path, specs: list[RunSpec], cfg: FitConfig | None = None, runs_dir="runs",
         progress: Callable[[int, int], None] | None = None, write: bool = True,
-        notify: Callable[[str], None] | None = None) -> list[RunRecord]:
+        notify: Callable[[str], None] | None = None,
+        then: Callable[[list[RunRecord]], object] | None = None) -> list[RunRecord]:
     """Train one head per spec on the cache's train split, selecting each run's best epoch on val.
 
     Validation (every ``cfg.val_every`` epochs and at the last) records val_loss and the val
@@ -516,7 +524,10 @@ def fit(cache_path, specs: list[RunSpec], cfg: FitConfig | None = None, runs_dir
     (``stop_reason`` "patience") or when it diverges (:data:`DIVERGENCE_FACTOR`; "diverged"); stopped
     runs leave the stacked heads (compaction). With ``write`` and ``cfg.checkpoint_every``, a
     checkpoint in :func:`checkpoint_dir` is written atomically every that many epochs; rerunning the
-    same fit resumes from it and ends with the same records. ``notify`` receives notes (e.g. pos_weight
+    same fit resumes from it and ends with the same records. The last epoch is checkpointed too and the
+    run directories written so far are listed beside it, so a fit killed while writing its runs (or
+    during ``then``, e.g. a sweep's evaluations, called with the records before the checkpoint is
+    removed) neither retrains nor writes a run twice when rerun. ``notify`` receives notes (e.g. pos_weight
     clipping). Returns the run records (with their directories when ``write``). Raises
     ConfigError/ValueError for bad options, CacheError for a missing/incomplete cache or one without
     train/val splits.
@@ -532,18 +543,34 @@ def fit(cache_path, specs: list[RunSpec], cfg: FitConfig | None = None, runs_dir
     ckpt = checkpoint_dir(runs_dir, cache, specs, cfg, prec) / "checkpoint.pt" if write and cfg.checkpoint_every \
         else None
     state = _train_loop(specs, data, cfg, dev, prec, ckpt, progress)
-    records = []
-    for i, spec in enumerate(specs):
-        rec = RunRecord(_run_config(spec, cfg, cache, data, prec, state, i, len(specs)),
-                        {**state.best.state[i], **data.scaling}, state.history[i])
-        if write:
-            rec.path = write_run(rec, Path(runs_dir), spec.label)
-        records.append(rec)
+    records = [RunRecord(_run_config(spec, cfg, cache, data, prec, state, i, len(specs)),
+                         {**state.best.state[i], **data.scaling}, state.history[i]) for i, spec in enumerate(specs)]
+    if write:
+        _write_runs(records, specs, Path(runs_dir), ckpt)
+    if then is not None:
+        then(records)
     if ckpt is not None:
         shutil.rmtree(ckpt.parent, ignore_errors=True)
         with contextlib.suppress(OSError):  # runs/.partial itself, once no other fit keeps a checkpoint there
             ckpt.parent.parent.rmdir()
     return records
+
+
+def _write_runs(records: list[RunRecord], specs: list[RunSpec], runs_dir: Path, ckpt: Path | None) -> None:
+    """Write every record's run directory (``rec.path``), skipping those an interrupted call of the same
+    fit already wrote: they are listed in ``written.json`` beside the checkpoint ``ckpt``, which is
+    updated atomically after each run."""
+    listing = ckpt.parent / "written.json" if ckpt is not None else None
+    written = json.loads(listing.read_text()) if listing is not None and listing.is_file() else {}
+    for i, (rec, spec) in enumerate(zip(records, specs)):
+        done = written.get(str(i))
+        if done and (Path(done) / "config.json").is_file():
+            rec.path = Path(done)
+            continue
+        rec.path = write_run(rec, runs_dir, spec.label)
+        if listing is not None:
+            written[str(i)] = str(rec.path)
+            atomic_write_text(listing, json.dumps(written, indent=1))
 
 
 def _check_fit(specs: list[RunSpec], cfg: FitConfig) -> None:
@@ -563,16 +590,21 @@ def _train_loop(specs, data: _Data, cfg: FitConfig, dev, prec: str, ckpt: Path |
     the final progress with every run's best (or last) head, stop epoch and reason."""
     scaler = grad_scaler(dev, prec)
     groups, gens, state = _start(specs, data, cfg, dev, scaler, ckpt)
-    t0 = time.perf_counter() - state.seconds
+    first, t0 = state.epoch, time.perf_counter() - state.seconds
+    last_save = time.perf_counter()
     for epoch in range(state.epoch + 1, cfg.epochs + 1):
         if not groups:
             break
         groups = _run_epoch(epoch, groups, gens, data, cfg, dev, prec, scaler, state, specs)
         state.epoch, state.seconds = epoch, time.perf_counter() - t0
-        if ckpt is not None and epoch % cfg.checkpoint_every == 0 and epoch < cfg.epochs:
+        if ckpt is not None and epoch % cfg.checkpoint_every == 0 and epoch < cfg.epochs \
+                and time.perf_counter() - last_save >= cfg.checkpoint_seconds:
             _save_checkpoint(ckpt, groups, gens, state, scaler)
+            last_save = time.perf_counter()
         if progress:
             progress(epoch, cfg.epochs)
+    if ckpt is not None and (state.epoch > first or not ckpt.is_file()):
+        _save_checkpoint(ckpt, groups, gens, state, scaler)  # the end too: writing the runs may be interrupted
     for g in groups:
         for j, i in enumerate(g.runs):
             state.stopped_epoch[i] = state.epoch

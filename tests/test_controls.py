@@ -41,7 +41,7 @@ def test_weight_decay_is_a_grid_axis_in_spec_label_and_record(tmp_path):
     cache = make_cache(tmp_path / "c.h5", n=(96, 32, 32), dim=12, n_classes=4)
     recs = fit(cache, specs, FitConfig(epochs=3, batch_size=32, hidden=8, precision="fp32"), tmp_path / "runs")
     raw = json.loads((recs[1].path / "config.json").read_text())
-    assert raw["weight_decay"] == 1e-2 and raw["schema_version"] == 3
+    assert raw["weight_decay"] == 1e-2 and raw["schema_version"] == 4
     assert recs[1].path.name.endswith("crossentropy-lr0.01-wd0.01-s0")
     # decoupled decay shrinks the weights; each run equals its single fit
     norm = [sum(float(v.norm()) for v in r.state.values()) for r in recs]
@@ -298,7 +298,7 @@ def _run_files(runs_dir):
 def test_interrupted_fit_resumes_to_identical_records(tmp_path):
     cache = make_cache(tmp_path / "c.h5", n=(96, 32, 32), dim=12, n_classes=4)
     specs = expand_grid(["crossentropy", "zlpr"], seeds=[0, 1], lrs=[3e-2])
-    cfg = FitConfig(epochs=8, batch_size=32, hidden=8, precision="fp32", patience=3)
+    cfg = FitConfig(epochs=8, batch_size=32, hidden=8, precision="fp32", patience=3, checkpoint_seconds=0)
     fit(cache, specs, cfg, tmp_path / "a")
 
     def interrupt(epoch, _):
@@ -315,12 +315,29 @@ def test_interrupted_fit_resumes_to_identical_records(tmp_path):
     assert not (tmp_path / "b" / ".partial").exists()  # removed once the runs are written
 
 
+def test_checkpoints_are_at_most_one_per_checkpoint_seconds(tmp_path):
+    cache = make_cache(tmp_path / "c.h5", n=(96, 32, 32), dim=12, n_classes=4)
+    cfg = FitConfig(epochs=6, batch_size=32, hidden=8, precision="fp32", checkpoint_seconds=1e9)
+
+    def interrupt(epoch, _):
+        if epoch == 4:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        fit(cache, [RunSpec("crossentropy")], cfg, tmp_path / "b", progress=interrupt)
+    assert not list((tmp_path / "b").rglob("checkpoint.pt"))  # none within 1e9 s
+    epochs = []
+    fit(cache, [RunSpec("crossentropy")], cfg, tmp_path / "b", progress=lambda e, n: epochs.append(e))
+    assert epochs[0] == 1
+
+
 def _sweep(cache, runs_dir, epochs: int):
     """The grid both the killed and the uninterrupted sweep run."""
     from mlhead.sweep import sweep
 
     specs = expand_grid(["crossentropy", "sigmoidf1"], seeds=[0, 1], lrs=[1e-2], weight_decays=[0.0, 1e-2])
-    sweep(cache, specs, FitConfig(epochs=epochs, batch_size=32, hidden=8, precision="fp32", patience=8), runs_dir)
+    sweep(cache, specs, FitConfig(epochs=epochs, batch_size=32, hidden=8, precision="fp32", patience=8,
+                                  checkpoint_seconds=0), runs_dir)
 
 
 _SWEEP = "import sys; sys.path.insert(0, {tests!r}); from test_controls import _sweep; _sweep(*sys.argv[1:3], 40)"
@@ -352,6 +369,55 @@ def test_sweep_killed_with_sigkill_resumes_to_identical_runs_and_metrics(tmp_pat
     subprocess.run(cmd(tmp_path / "b"), env=env, check=True, timeout=600)
     a, b = _run_files(tmp_path / "a"), _run_files(tmp_path / "b")
     assert len(a) == 8 and a == b
+
+
+def _fail_on_call(n, real):
+    """A stand-in for ``real`` that raises (as a kill would stop the process) on its ``n``-th call."""
+    calls = []
+
+    def fn(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == n:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+    return fn
+
+
+def test_sweep_interrupted_during_evaluation_resumes_without_refitting(tmp_path, monkeypatch):
+    import mlhead.sweep as S
+
+    cache = make_cache(tmp_path / "c.h5", n=(96, 32, 32), dim=12, n_classes=4)
+    _sweep(cache, tmp_path / "a", 12)
+    monkeypatch.setattr(S, "_evaluate", _fail_on_call(3, S._evaluate))
+    with pytest.raises(KeyboardInterrupt):
+        _sweep(cache, tmp_path / "b", 12)
+    assert len(list((tmp_path / "b").glob("*/config.json"))) == 8  # every run written, two evaluated
+    monkeypatch.undo()
+    epochs = []
+    monkeypatch.setattr(S, "fit", lambda *a, **k: fit(*a, **{**k, "progress": lambda e, n: epochs.append(e)}))
+    _sweep(cache, tmp_path / "b", 12)
+    assert epochs == []  # resumed after the last epoch: nothing retrained
+    a, b = _run_files(tmp_path / "a"), _run_files(tmp_path / "b")
+    assert len(b) == 8 and a == b  # every run evaluated, as in the uninterrupted sweep
+    assert len(list((tmp_path / "b").glob("*/config.json"))) == 8  # none written twice
+    assert not (tmp_path / "b" / ".partial").exists()
+
+
+def test_fit_interrupted_while_writing_runs_writes_each_run_once(tmp_path, monkeypatch):
+    import mlhead.train as T
+
+    cache = make_cache(tmp_path / "c.h5", n=(96, 32, 32), dim=12, n_classes=4)
+    specs = expand_grid(["crossentropy", "zlpr"], seeds=[0], lrs=[3e-2])
+    cfg = FitConfig(epochs=5, batch_size=32, hidden=8, precision="fp32")
+    fit(cache, specs, cfg, tmp_path / "a")
+    monkeypatch.setattr(T, "write_run", _fail_on_call(2, T.write_run))
+    with pytest.raises(KeyboardInterrupt):
+        fit(cache, specs, cfg, tmp_path / "b")
+    assert len(list((tmp_path / "b").glob("*/config.json"))) == 1
+    monkeypatch.undo()
+    fit(cache, specs, cfg, tmp_path / "b")
+    assert _run_files(tmp_path / "a") == _run_files(tmp_path / "b")
+    assert len(list((tmp_path / "b").glob("*/config.json"))) == 2
 
 
 # --------------------------------------------------------------------------------------------- CLI

@@ -231,14 +231,19 @@ def test_progress_per_split_with_one_loader_and_resume(tmp_path, tiny_text_model
     from mlhead.embed import EmbedConfig, embed
 
     table = text_table(tmp_path, 20)  # file-order split 12 / 4 / 4 rows; batches of 5: train 5+5+2, val 4, test 4
+    # length-sorted windows of 2 batches: train rows 0-9 (written after their 2nd batch), then 10-11
     kw = dict(backbone=str(tiny_text_model), random_init=True, precision="fp32", batch_size=5, workers=1,
-              split_mode="paper-contiguous", dataset_options={"text_column": "text", "id_column": "id"})
+              split_mode="paper-contiguous", dataset_options={"text_column": "text", "id_column": "id"},
+              sort_window=2)
+    first = []
     with pytest.raises(KeyboardInterrupt):
-        embed(EmbedConfig("table", table, tmp_path / "a", **kw), stop_after_batches=1)
+        embed(EmbedConfig("table", table, tmp_path / "a", **kw), stop_after_batches=2,
+              progress=lambda *c: first.append(c))
+    assert first == [("train", 0, 12), ("train", 5, 12), ("train", 10, 12)]  # one call per batch
     calls = []
     res = embed(EmbedConfig("table", table, tmp_path / "a", **kw), progress=lambda *c: calls.append(c))
-    assert res.resumed_rows == 5
-    assert calls == [("train", 5, 12), ("train", 10, 12), ("train", 12, 12), ("val", 0, 4), ("val", 4, 4),
+    assert res.resumed_rows == 10
+    assert calls == [("train", 10, 12), ("train", 12, 12), ("val", 0, 4), ("val", 4, 4),
                      ("test", 0, 4), ("test", 4, 4)]
     ref = embed(EmbedConfig("table", table, tmp_path / "b", **kw))
     assert_same_cache(res.path, ref.path)

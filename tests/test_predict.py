@@ -175,10 +175,22 @@ def test_features_cache_runs_predict_only_on_arrays(tmp_path):
         clf.predict(["x.png"])
 
 
+def test_run_record_carries_the_encoder_so_predict_needs_no_cache(image_run, tmp_path):
+    run_dir = shutil.copytree(image_run[0], tmp_path / "run")
+    cfg = json.loads((run_dir / "config.json").read_text())
+    assert cfg["encoder"]["weights_sha256"] and cfg["encoder"]["preprocessing"]["kind"]
+    cfg["cache"] = str(tmp_path / "gone.h5")
+    (run_dir / "config.json").write_text(json.dumps(cfg))
+    images = [str(p) for p in list(image_run[1].values())[:3]]
+    np.testing.assert_array_equal(mlhead.load(run_dir).scores(images), mlhead.load(image_run[0]).scores(images))
+
+
 def test_missing_cache_is_named(image_run, tmp_path):
     run_dir = shutil.copytree(image_run[0], tmp_path / "run")
     cfg = json.loads((run_dir / "config.json").read_text())
     cfg["cache"] = str(tmp_path / "gone.h5")
+    cfg.pop("encoder")  # a schema-3 run: the encoder is described by its cache only
+    cfg["schema_version"] = 3
     (run_dir / "config.json").write_text(json.dumps(cfg))
     with pytest.raises(CacheError, match="gone.h5, which is missing: pass --cache FILE"):
         mlhead.load(run_dir)

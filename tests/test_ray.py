@@ -158,3 +158,42 @@ def test_failing_cell_names_itself_and_leaves_no_half_runs(local_ray, tmp_path):
         ray_sweep(cache, expand_grid(["crossentropy"], seeds=[0, 1]), FitConfig(epochs=1, hidden=4), runs,
                   show_progress=False)
     assert not list(runs.rglob("config.json"))
+
+
+def test_ray_sweep_resumes_after_its_driver_was_killed(local_ray, tmp_path):
+    import json
+
+    from mlhead.distributed import _sweep_cell_task, _sweep_key, _sweep_root
+    from mlhead.rules import DecisionRule
+    from mlhead.sweep import cells, sweep
+    from mlhead.train import FitConfig, expand_grid, fit
+
+    cache = make_cache(tmp_path / "c.h5", n=(120, 40, 40), dim=12, n_classes=4)
+    specs = expand_grid(["sigmoidf1", "crossentropy"], seeds=[0, 1])
+    cfg = FitConfig(epochs=4, batch_size=32, hidden=8, precision="fp32", checkpoint_seconds=0)
+    rules = [DecisionRule("sigmoid", 0.5)]
+    parts = cells(specs)
+    # what a killed driver leaves: cell 0 finished, cell 1 killed after its epoch-2 checkpoint
+    root = _sweep_root((tmp_path / "ray").resolve(), _sweep_key(cache, specs, cfg, rules, "test", None))
+    first = _sweep_cell_task(str(cache), parts[0], cfg, str(root / "cell-0"), rules, "test", 1)
+    stamp = (root / "cell-0" / "cell.json").stat().st_mtime_ns
+
+    def killed(epoch, _):
+        if epoch == 3:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        fit(cache, parts[1], cfg, root / "cell-1", progress=killed)
+    results = ray_sweep(cache, specs, cfg, tmp_path / "ray", rules, show_progress=False)
+    assert sorted((tmp_path / "ray").iterdir()) == [root]  # resumed in the same sweep folder
+    assert (root / "cell-0" / "cell.json").stat().st_mtime_ns == stamp and results[:len(first)] == first
+    assert len(list(root.rglob("config.json"))) == 4 and not list(root.rglob(".partial"))
+    local = _by_run(sweep(cache, specs, cfg, tmp_path / "local", rules))
+    dist = _by_run(results)
+    assert dist.keys() == local.keys()
+    for key, metrics in local.items():
+        for name, value in metrics.items():
+            assert dist[key][name] == pytest.approx(value, abs=1e-6, nan_ok=True), (key, name)
+    assert json.loads((root / "sweep.json").read_text())["finished"] is True
+    ray_sweep(cache, specs, cfg, tmp_path / "ray", rules, show_progress=False)  # a finished sweep is not resumed
+    assert len(list((tmp_path / "ray").iterdir())) == 2

@@ -134,24 +134,31 @@ def test_eval_metrics_recomputed_with_sklearn_from_saved_head(tmp_path):
 
 
 def test_bench_embed_smoke_on_real_inputs(tmp_path):
-    """bench/bench_embed.py runs end to end on real posters and arXiv texts (random-init backbones,
-    a few rows) and writes one row per modality with one ratio per round."""
+    """bench/bench_embed.py runs end to end on real posters and on short (arXiv and Reuters titles) and
+    long (arXiv abstracts) texts (random-init backbones, a few rows) and writes one row per input with one
+    ratio per round; texts also give the sorted pure forward and the min cosine vs dataset order."""
     import subprocess
     import sys
     from pathlib import Path
 
     shared_path("data", "movieposters")
     shared_path("data", "arxiv")
+    shared_path("data", "reuters21578")
     out = tmp_path / "embed.json"
     root = Path(__file__).resolve().parents[1]
-    proc = subprocess.run([sys.executable, str(root / "bench" / "bench_embed.py"), "--n", "24", "--text-n", "12",
-                           "--batch-size", "8", "--random-init", "--repeat", "2", "--workers", "0",
-                           "--json", str(out)], capture_output=True, text=True, timeout=600)
+    proc = subprocess.run([sys.executable, str(root / "bench" / "bench_embed.py"), "--n", "24", "--text-n", "24",
+                           "--long-n", "16", "--max-length", "64", "--batch-size", "8", "--random-init", "--repeat",
+                           "2", "--workers", "0", "--json", str(out)], capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
     doc = json.loads(out.read_text())
-    assert [r["what"].split()[0] for r in doc["results"]] == ["images", "texts"]
+    assert [r["what"].split()[0] for r in doc["results"]] == ["images", "texts", "texts", "texts"]
+    assert [r.get("texts") for r in doc["results"][1:]] == ["short: arXiv titles", "short: Reuters titles",
+                                                            "long: arXiv abstracts"]
     for r in doc["results"]:
-        assert r["rounds"] == 2 and len(r["ratios_loop_vs_pure"]) == 2
+        key = "ratio_loop_vs_sorted" if "texts" in r else "ratio_loop_vs_pure"
+        assert r["rounds"] == 2 and len(r["ratios_per_round"]) == 2
         assert r["rows"] > 0 and r["pure_forward_rows_s"] > 0
-        assert min(r["ratios_loop_vs_pure"]) - 1e-9 <= r["ratio_loop_vs_pure"] <= max(r["ratios_loop_vs_pure"]) + 1e-9
+        assert min(r["ratios_per_round"]) - 1e-9 <= r[key] <= max(r["ratios_per_round"]) + 1e-9
         assert r["rows"] == 2 * (r["rows"] // 2)  # the totals of both rounds
+        if "texts" in r:
+            assert r["pure_sorted_rows_s"] > 0 and 0.9999 <= r["min_cosine_vs_unsorted"] <= 1 + 1e-9

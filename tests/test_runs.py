@@ -33,7 +33,7 @@ def test_v1_run_directory_loads_migrated(run_v1):
     raw = json.loads((run / "config.json").read_text())
     assert "schema_version" not in raw and raw["val_activation"] == "softmax"
     cfg = load_run_config(run)
-    assert cfg.schema_version == SCHEMA_VERSION == 3
+    assert cfg.schema_version == SCHEMA_VERSION == 4
     assert cfg.normalize == "none" and cfg.stop_reason == "completed" and cfg.stopped_epoch == cfg.epochs
     assert cfg.rule == DecisionRule("softmax", 0.05) and cfg.val_rule["name"] == "softmax>=0.05"
     assert cfg["loss"] == cfg.loss == "sigmoidf1" and cfg.loss_options == {"beta": 1.0, "eta": 0.0}

@@ -48,6 +48,8 @@ def grid_options(fn):
                           "on train, none, or a JSON/CSV file of class -> weight"),
         click.option("--checkpoint-every", type=int, default=1, show_default=True,
                      help="save a resumable checkpoint every N epochs (0: never); rerun the command to resume"),
+        click.option("--checkpoint-seconds", type=float, default=30.0, show_default=True,
+                     help="at most one checkpoint per this many seconds of training (0: every --checkpoint-every)"),
         click.option("--memory-budget", type=MemorySize(), default=None,
                      help="memory the fit process may use (torch included), e.g. 1G, 512M; a train split that does "
                           "not fit is streamed from the cache in shuffle buffers [default: half the available RAM, "

@@ -38,6 +38,9 @@ def _core_options(fn):
         click.option("--max-length", type=int, default=256, show_default=True, help="text: max tokens"),
         click.option("--precision", type=PRECISIONS, default="auto", show_default=True),
         click.option("--batch-size", type=int, default=64, show_default=True),
+        click.option("--sort-window", type=int, default=32, show_default=True,
+                     help="texts: batches per window sorted by token count (batches pad to their own longest "
+                          "text; rows are written in dataset order); 1 = dataset order"),
         click.option("--workers", type=int, default=None,
                      help="DataLoader worker processes for decoding/tokenizing [default: CUDA 2; CPU images 0 = "
                           "each batch decoded here by every core between forward passes; CPU texts 1]"),

@@ -100,6 +100,14 @@ class Encoder(ABC):
         """How an error message names a row's input (images: the path; texts: ``"text"``)."""
         return str(value)
 
+    def sizes(self, inputs: list) -> list[int] | None:
+        """The cost of each row's forward pass in a batch padded to its longest row (texts: token
+        counts), so that ``embed`` can batch rows of similar size together; None when every row costs
+        the same (images, resized to one shape): rows then keep dataset order. Must be a pure function
+        of ``inputs`` (a resumed embed re-plans the same batches). Never raises for a bad row (its size
+        is then arbitrary; the row is reported when read)."""
+        return None
+
     def default_workers(self, device: torch.device) -> int:
         """DataLoader worker processes when ``--workers`` is not given: on CUDA up to 2 (decoding overlaps
         the GPU's forward pass), on CPU :attr:`cpu_workers` (see :func:`mlhead.embed.embed`)."""

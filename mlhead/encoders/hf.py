@@ -96,6 +96,19 @@ class HFTextEncoder(Encoder):
         """Texts are not named by their content in messages: ``"text"``."""
         return "text"
 
+    def sizes(self, texts: list) -> list[int]:
+        """Token counts (special tokens included, truncated at ``max_length``) of ``texts``: the length
+        :attr:`collate` pads each batch to. Tokenized without padding, 4,096 texts at a time (memory
+        bounded); a non-text or empty row counts as ``""``. Same tokenizer and settings as
+        :attr:`collate`, so equal to the unpadded length of each row's ``input_ids``."""
+        out: list[int] = []
+        for i in range(0, len(texts), 4096):
+            chunk = [t if isinstance(t, str) else "" for t in texts[i:i + 4096]]
+            ids = self.tokenizer(chunk, truncation=True, max_length=self.preprocessing["max_length"],
+                                 return_attention_mask=False, return_token_type_ids=False)["input_ids"]
+            out += [len(x) for x in ids]
+        return out
+
     def tokenize(self, texts: list[str]) -> dict:
         """Batch tokenization (padding to the longest, truncation at ``max_length``): :attr:`collate`."""
         return self.collate(texts)
