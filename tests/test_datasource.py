@@ -200,7 +200,7 @@ def test_interrupted_streamed_fit_resumes_to_identical_records(tmp_path, monkeyp
     path = make_cache(tmp_path / "c.h5", n=(700, 40, 40), dim=8, n_classes=4)
     monkeypatch.setattr(ds, "BLOCK_ROWS", 64)
     specs = [RunSpec("crossentropy", seed=0, lr=3e-2), RunSpec("zlpr", seed=1, lr=3e-2)]
-    cfg = FitConfig(epochs=5, batch_size=48, hidden=8, precision="fp32", memory_budget=8000)
+    cfg = FitConfig(epochs=5, batch_size=48, hidden=8, precision="fp32", memory_budget=8000, checkpoint_seconds=0)
     notes = []
     fit(path, specs, cfg, tmp_path / "a", notify=notes.append)
     assert any("streamed in shuffle buffers of 64 rows" in n for n in notes), notes  # 11 buffers an epoch
