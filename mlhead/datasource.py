@@ -257,7 +257,8 @@ class StreamingSource:
 
     def _prefetch(self, windows: list[np.ndarray], out: queue.Queue, slots: threading.Semaphore,
                   stop: threading.Event) -> None:
-        """Thread body: read each buffer into ``out`` (at most two alive, ``slots``); errors are passed on."""
+        """Thread body: read each buffer into ``out`` (at most two alive, ``slots``); an exception is put
+        in the queue instead, for :meth:`_stream` to raise in the training thread."""
         try:
             with h5py.File(self.path, "r") as f:
                 ds = f[self.split]["embeddings"]
@@ -266,7 +267,7 @@ class StreamingSource:
                     if stop.is_set():
                         return
                     out.put(self._read(ds, starts))
-        except Exception as e:  # noqa: BLE001 -- handed to the consumer, which raises it
+        except BaseException as e:  # noqa: BLE001 -- handed to the consumer, which raises it
             out.put(e)
 
     def _stream(self, epoch: int) -> Iterator[_Window]:
@@ -280,8 +281,10 @@ class StreamingSource:
         try:
             for _ in windows:
                 w = out.get()
-                if isinstance(w, Exception):
+                if isinstance(w, OSError):  # h5py's I/O errors: a file removed, truncated or unreadable
                     raise CacheError(f"{self.path}: reading /{self.split}/embeddings failed ({w})") from w
+                if isinstance(w, BaseException):  # anything else is a bug: its own trace
+                    raise w
                 yield w
                 del w
                 slots.release()

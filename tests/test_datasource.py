@@ -227,3 +227,24 @@ def test_labels_host_gives_what_class_weights_read():
         w, clipped = from_labels(host)
         torch.testing.assert_close(w, torch.tensor([0.5, 2.0, 1.0]))  # neg / pos; class 2 has no positive
         assert clipped == [2]
+
+
+def test_a_cache_that_disappears_while_streaming_is_a_cache_error(tmp_path):
+    from mlhead.errors import CacheError
+
+    path = make_cache(tmp_path / "c.h5", n=(100, 8, 8), dim=4, n_classes=3)
+    _, stream = _sources(path, window_rows=32)
+    path.unlink()
+    with pytest.raises(CacheError, match="reading /train/embeddings failed"):
+        _epoch(stream, [0], 16, 1)
+
+
+def test_stopping_an_epoch_early_ends_the_prefetch_thread(tmp_path):
+    import threading
+
+    path = make_cache(tmp_path / "c.h5", n=(300, 8, 8), dim=4, n_classes=3)
+    _, stream = _sources(path, window_rows=32)
+    it = stream.batches({0: torch.Generator().manual_seed(0)}, 8, 1)
+    next(it)
+    it.close()
+    assert not [t for t in threading.enumerate() if t.name == "mlhead-prefetch"]
