@@ -170,6 +170,7 @@ def preprocessing_doc(enc, folder: Path) -> dict:
     steps = [_step(t) for t in enc.uint8_transform.transforms if type(t).__name__ != "PILToHWC"]
     mean, std = enc.mean_std
     return {"modality": "image", "input": "pixels", "layout": "N x 3 x H x W float32, RGB",
+            "color": "8-bit RGB: 16-bit greyscale scaled by 1/257, alpha composited onto white (mlhead.encoders.pixels)",
             "steps": steps, "divide": 255, "mean": list(mean), "std": list(std), "encoder": enc.preprocessing}
 
 
