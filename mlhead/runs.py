@@ -5,7 +5,11 @@ fingerprint, the validation decision rule, best epoch; with a ``schema_version``
 (an :class:`~mlhead.heads.MLPHead` state_dict of the best epoch), ``history.csv`` (per epoch:
 train_loss, val_loss, val_micro_f1, val_macro_f1) and, after ``mlhead eval``,
 ``eval/<split>__<rule>.json``, ``metrics.json`` (the latest evaluation) and ``per_class.csv``.
-Every file is written atomically (:mod:`mlhead.fileio`).
+Every file is written atomically (:mod:`mlhead.fileio`), and a new run directory as a whole: it is
+written into a ``.tmp-run-*`` sibling and renamed into place, so a full disk or read-only folder leaves no
+half-written run. ``head.safetensors`` stores the sha256 of its tensor bytes in its metadata; a flipped,
+truncated or otherwise damaged head, ``config.json`` or ``metrics.json`` is a :class:`RunError` naming the
+file.
 
 Schema versions of ``config.json``: 1 = no ``schema_version`` key, the validation rule as
 ``val_activation``/``val_threshold`` (mlhead up to 6b3a37a); 2 = ``schema_version: 2``, the rule as
