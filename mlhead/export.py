@@ -22,7 +22,6 @@ Needs the ``export`` extra: ``pip install 'mlhead[export]'`` (onnx, onnxruntime)
 from __future__ import annotations
 
 import importlib.util
-import json
 import os
 import shutil
 import time
@@ -33,8 +32,8 @@ import numpy as np
 import torch
 
 from . import __version__
-from .errors import ConfigError, DependencyError, StorageError
-from .fileio import atomic_write_json, atomic_write_text
+from .errors import ConfigError, DependencyError, RunError, StorageError
+from .fileio import atomic_write_json, atomic_write_text, read_json
 
 FORMATS = ("onnx",)
 #: ONNX opset of the exported graph
@@ -170,6 +169,7 @@ def preprocessing_doc(enc, folder: Path) -> dict:
     steps = [_step(t) for t in enc.uint8_transform.transforms if type(t).__name__ != "PILToHWC"]
     mean, std = enc.mean_std
     return {"modality": "image", "input": "pixels", "layout": "N x 3 x H x W float32, RGB",
+            "color": "8-bit RGB: 16-bit greyscale scaled by 1/257, alpha composited onto white (mlhead.encoders.pixels)",
             "steps": steps, "divide": 255, "mean": list(mean), "std": list(std), "encoder": enc.preprocessing}
 
 
@@ -216,7 +216,7 @@ def _test_metrics(run_dir: Path, rule) -> str:
     if not path.is_file():
         return (f"not evaluated under this rule (`mlhead eval --run {run_dir} --split test` with the same rule "
                 "writes them)")
-    values = json.loads(path.read_text())["metrics"]
+    values = read_json(path, RunError, f"; rerun `mlhead eval --run {run_dir}`").get("metrics") or {}
     keys = [k for k in ("weighted_f1", "micro_f1", "macro_f1", "macro_precision", "map") if k in values]
     return "\n".join(["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys),
                       "| " + " | ".join(f"{values[k]:.2f}" for k in keys) + " |"])

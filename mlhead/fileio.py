@@ -81,3 +81,22 @@ def storage_errors(path: str | os.PathLike, verb: str = "write"):
         raise
     except OSError as e:
         raise StorageError(f"cannot {verb} {path}: {e.strerror or e}") from e
+
+
+def read_json(path: str | os.PathLike, error: type[Exception] = ValueError, hint: str = ""):
+    """Parse the JSON file ``path``.
+
+    Raises ``FileNotFoundError`` when it is absent (callers say what is missing), ``error`` naming the file
+    when it is not valid UTF-8 JSON (corrupt or truncated; ``hint`` says what to do next), and
+    :class:`StorageError` when it cannot be read (permission denied, I/O error)."""
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise
+    except OSError as e:
+        raise StorageError(f"cannot read {path}: {e.strerror or e}") from e
+    try:
+        return json.loads(data.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise error(f"{path}: corrupt or truncated JSON ({e}){hint}") from None

@@ -173,11 +173,24 @@ class Option:
             converted = _CONVERTERS[kind](value)
         except (TypeError, ValueError, OverflowError):
             raise ConfigError(
-                f"{loss}: option {name}={value!r} is not a valid {kind.__name__}; valid: {self.valid}"
+                f"--loss {loss}: {option_flag(name, value)} is not a valid {kind.__name__}; valid: {self.valid}"
             ) from None
         if self.check is not None and not self.check(converted):
-            raise ConfigError(f"{loss}: option {name}={converted!r} is out of range; valid: {self.valid}")
+            raise ConfigError(f"--loss {loss}: {option_flag(name, value)} is out of range; valid: {self.valid}")
         return converted
+
+
+#: Loss options with a flag of their own on ``mlhead fit``/``sweep`` (the others are ``-O NAME=VALUE``).
+OPTION_FLAGS = {"beta": "--beta", "eta": "--eta", "presigmoid": "--presigmoid"}
+
+
+def option_flag(name: str, value: Any) -> str:
+    """How a loss option is written on the command line: ``--beta -1`` for options with their own flag
+    (:data:`OPTION_FLAGS`), else ``-O gamma=2``; the value as the user typed it (no Python quotes)."""
+    flag = OPTION_FLAGS.get(name)
+    if flag == "--presigmoid":
+        return flag if value in (True, "true", "True", "1") else f"-O presigmoid={value}"
+    return f"{flag} {value}" if flag else f"-O {name}={value}"
 
 
 def _finite(v: float) -> bool:
@@ -234,7 +247,7 @@ def _resolve_options(cls: type["Loss"], options: dict[str, Any]) -> dict[str, An
     unknown = [k for k in options if k not in cls.OPTIONS]
     if unknown:
         valid = ", ".join(cls.OPTIONS) or "none (this loss takes no options)"
-        raise ConfigError(f"{cls.NAME}: unknown option {unknown[0]!r}; valid options: {valid}")
+        raise ConfigError(f"--loss {cls.NAME}: unknown option {unknown[0]}; valid options: {valid}")
     out = {}
     for name, opt in cls.OPTIONS.items():
         out[name] = opt.convert(cls.NAME, name, options[name]) if name in options else opt.default

@@ -319,6 +319,35 @@ def evaluate_rule(logits: Any, targets: Any, rule: DecisionRule) -> dict[str, fl
     return out
 
 
+#: Fraction of examples above which a rule predicting no label at all is reported (:func:`rule_warnings`).
+EMPTY_PREDICTION_FRACTION = 0.5
+
+
+def rule_warnings(values: dict[str, float], rule: DecisionRule) -> list[str]:
+    """Warnings about a decision rule's result, in CLI terms (``mlhead eval`` prints them and writes them
+    into the evaluation JSON as ``warnings``).
+
+    One today: the rule predicts no label for more than :data:`EMPTY_PREDICTION_FRACTION` of the examples,
+    and for more examples than have no true label (so a table of mostly no-label rows does not trigger
+    it). Typical cause: softmax >= 0.05 over thousands of classes, where softmax scores are ~1/C. The
+    message names the rules that predict labels there. ``values``: the dict of :func:`evaluate_rule`
+    (``n_examples``, ``n_examples_without_predictions``, ``n_examples_without_positives``, ``n_classes``).
+    """
+    n = values.get("n_examples", 0.0)
+    empty = values.get("n_examples_without_predictions", 0.0)
+    if not n or empty <= EMPTY_PREDICTION_FRACTION * n or empty <= values.get("n_examples_without_positives", 0.0):
+        return []
+    fits = []
+    if rule.activation != "sigmoid" or rule.thresholds is not None:
+        fits.append("--activation sigmoid (independent per-class scores, threshold 0.5)")
+    fits.append("--top-k K (the K highest-scoring labels of every example)")
+    if rule.thresholds is None:
+        fits.append("--tune-thresholds (per-class thresholds tuned on val)")
+    return [f"decision rule {rule.name} predicts no label for {int(empty):,} of {int(n):,} examples "
+            f"({100 * empty / n:.1f}%) over {int(values.get('n_classes', 0)):,} classes; rules that predict "
+            f"labels here: {'; '.join(fits)}"]
+
+
 def evaluate(
     logits: Any,
     targets: Any,

@@ -370,11 +370,11 @@ class PredictionWriter:
         if self._tmp is None:
             self._fh.flush()
             return
-        self._fh.close()
-        if exc_type is not None:
-            self._tmp.unlink(missing_ok=True)
-            return
         try:
+            self._fh.close()  # flushes: a full disk may only show here
+            if exc_type is not None:
+                self._tmp.unlink(missing_ok=True)
+                return
             os.replace(self._tmp, self.path)
         except OSError as e:
             self._tmp.unlink(missing_ok=True)

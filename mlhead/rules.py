@@ -99,7 +99,7 @@ def as_targets(targets: Any, shape: tuple[int, int], name: str = "targets") -> n
 
 def _check_activation(activation: Any) -> str:
     if activation not in ACTIVATIONS:
-        raise ConfigError(f"--activation {activation} invalid (activation={activation!r}); "
+        raise ConfigError(f"--activation {activation} invalid; "
                           f"valid: {', '.join(ACTIVATIONS)}")
     return activation
 

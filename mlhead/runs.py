@@ -5,7 +5,11 @@ fingerprint, the validation decision rule, best epoch; with a ``schema_version``
 (an :class:`~mlhead.heads.MLPHead` state_dict of the best epoch), ``history.csv`` (per epoch:
 train_loss, val_loss, val_micro_f1, val_macro_f1) and, after ``mlhead eval``,
 ``eval/<split>__<rule>.json``, ``metrics.json`` (the latest evaluation) and ``per_class.csv``.
-Every file is written atomically (:mod:`mlhead.fileio`).
+Every file is written atomically (:mod:`mlhead.fileio`), and a new run directory as a whole: it is
+written into a ``.tmp-run-*`` sibling and renamed into place, so a full disk or read-only folder leaves no
+half-written run. ``head.safetensors`` stores the sha256 of its tensor bytes in its metadata; a flipped,
+truncated or otherwise damaged head, ``config.json`` or ``metrics.json`` is a :class:`RunError` naming the
+file.
 
 Schema versions of ``config.json``: 1 = no ``schema_version`` key, the validation rule as
 ``val_activation``/``val_threshold`` (mlhead up to 6b3a37a); 2 = ``schema_version: 2``, the rule as
@@ -18,11 +22,15 @@ newer ones and unknown keys are refused with a :class:`RunError` naming the file
 from __future__ import annotations
 
 import csv
+import errno
+import hashlib
 import io
 import json
 import os
 import re
+import shutil
 import time
+import uuid
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Callable
@@ -31,8 +39,8 @@ import numpy as np
 import torch
 
 from .cache import CacheError, open_cache
-from .errors import RunError
-from .fileio import atomic_write_bytes, atomic_write_json, atomic_write_text
+from .errors import RunError, StorageError
+from .fileio import atomic_write_bytes, atomic_write_json, atomic_write_text, fsync_dir, read_json, storage_errors
 from .heads import MLPHead
 from .rules import DecisionRule
 
@@ -160,11 +168,9 @@ class RunConfig:
         """Read and migrate a config.json (RunError when absent, unreadable or invalid)."""
         p = Path(path)
         try:
-            d = json.loads(p.read_text())
+            d = read_json(p, RunError, "; the run record is damaged: refit the run")
         except FileNotFoundError:
             raise RunError(f"not a run directory (no config.json): {p.parent}") from None
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise RunError(f"{p}: unreadable ({e})") from None
         if not isinstance(d, dict):
             raise RunError(f"{p}: expected a JSON object")
         return cls.from_dict(d, str(p))
@@ -270,29 +276,91 @@ def _csv_text(rows: list[dict]) -> str:
     return buf.getvalue()
 
 
-def _new_run_dir(runs_dir: Path, name: str) -> Path:
+#: Prefix of the temporary sibling a run directory is written into before it is renamed into place
+#: (:func:`write_run`); :func:`find_runs` never lists such a folder.
+TMP_RUN_PREFIX = ".tmp-run-"
+#: Name of the safetensors metadata key holding the sha256 of the head's tensor bytes.
+HEAD_SHA256_KEY = "mlhead_sha256"
+
+
+def _rename_into_place(tmp: Path, runs_dir: Path, name: str) -> Path:
+    """Rename the finished folder ``tmp`` to ``runs_dir/name`` (``name-2``, ``name-3``... when taken)."""
     base = runs_dir / _slug(name)
     path, n = base, 1
     while True:
-        try:
-            path.mkdir(parents=True)
-            return path
-        except FileExistsError:
-            n += 1
-            path = Path(f"{base}-{n}")
+        if not path.exists():
+            try:
+                os.rename(tmp, path)
+                return path
+            except OSError as e:
+                if e.errno not in (errno.EEXIST, errno.ENOTEMPTY):
+                    raise
+        n += 1
+        path = Path(f"{base}-{n}")
+
+
+def _safetensors_data(blob: bytes) -> tuple[dict, bytes]:
+    """(header dict, tensor bytes) of a safetensors file's bytes; ValueError when malformed."""
+    n = int.from_bytes(blob[:8], "little") if len(blob) >= 8 else -1
+    if not 0 <= n <= len(blob) - 8:
+        raise ValueError("header length past the end of the file")
+    return json.loads(blob[8:8 + n].decode("utf-8")), blob[8 + n:]
+
+
+def head_bytes(state: dict[str, torch.Tensor]) -> bytes:
+    """A head state_dict as safetensors bytes whose metadata holds the sha256 of the tensor bytes
+    (:data:`HEAD_SHA256_KEY`), so :func:`load_head` detects a flipped or truncated file."""
+    from safetensors.torch import save
+
+    tensors = {k: v.detach().cpu().contiguous() for k, v in state.items()}
+    digest = hashlib.sha256(_safetensors_data(save(tensors))[1]).hexdigest()
+    return save(tensors, metadata={HEAD_SHA256_KEY: digest})
+
+
+def read_head_state(path: Path) -> dict[str, torch.Tensor]:
+    """The tensors of a ``head.safetensors`` written by :func:`head_bytes` (or an older one without the
+    checksum). Raises RunError naming the file when it is absent, truncated, corrupt or its tensor bytes
+    do not match the stored sha256; StorageError when it cannot be read."""
+    from safetensors.torch import load
+
+    fix = "; the head file is damaged: refit the run"
+    with storage_errors(path, "read"):
+        if not path.is_file():
+            raise RunError(f"{path.parent}: no head.safetensors (the fit did not finish); refit the run")
+        blob = path.read_bytes()
+    try:
+        header, data = _safetensors_data(blob)
+        want = (header.get("__metadata__") or {}).get(HEAD_SHA256_KEY)
+        if want is not None and hashlib.sha256(data).hexdigest() != want:
+            raise RunError(f"{path}: checksum mismatch (the file was modified or truncated after it was written){fix}")
+        return load(blob)
+    except RunError:
+        raise
+    except Exception as e:  # safetensors raises its own SafetensorError, json/Unicode errors, ValueError
+        raise RunError(f"{path}: corrupt or truncated safetensors file ({type(e).__name__}: {e}){fix}") from None
 
 
 def write_run(rec: RunRecord, runs_dir: Path, label: str) -> Path:
-    """Create ``<runs_dir>/<timestamp>-<dataset>-<label>`` (suffixed if taken) and write the run:
-    head.safetensors, history.csv, then config.json (last: a directory with config.json is complete).
-    Every file is written atomically; StorageError on a write failure."""
-    from safetensors.torch import save
-
-    path = _new_run_dir(Path(runs_dir), f"{time.strftime('%Y%m%d-%H%M%S')}-{rec.config.dataset or 'data'}-{label}")
-    atomic_write_bytes(path / "head.safetensors", save({k: v.contiguous() for k, v in rec.state.items()}))
-    if rec.history:
-        atomic_write_text(path / "history.csv", _csv_text(rec.history))
-    rec.config.write(path / "config.json")
+    """Write the run into a temporary sibling folder (head.safetensors, history.csv, config.json) and
+    rename it to ``<runs_dir>/<timestamp>-<dataset>-<label>`` (suffixed if taken): a run directory
+    appears whole or not at all. Every file is written atomically. Raises StorageError naming the path
+    on a write failure (disk full, read-only folder); the temporary folder is removed then."""
+    runs_dir = Path(runs_dir)
+    name = f"{time.strftime('%Y%m%d-%H%M%S')}-{rec.config.dataset or 'data'}-{label}"
+    tmp = runs_dir / f"{TMP_RUN_PREFIX}{_slug(name)}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    try:
+        with storage_errors(runs_dir):
+            tmp.mkdir(parents=True)
+        atomic_write_bytes(tmp / "head.safetensors", head_bytes(rec.state))
+        if rec.history:
+            atomic_write_text(tmp / "history.csv", _csv_text(rec.history))
+        rec.config.write(tmp / "config.json")
+        with storage_errors(runs_dir / _slug(name)):
+            path = _rename_into_place(tmp, runs_dir, name)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    fsync_dir(runs_dir)
     return path
 
 
@@ -324,7 +392,7 @@ def find_runs(root) -> list[Path]:
             found.append(Path(dirpath))
             dirnames[:] = []
         else:
-            dirnames[:] = sorted(d for d in dirnames if d != MLFLOW_ARTIFACTS_DIR)
+            dirnames[:] = sorted(d for d in dirnames if d != MLFLOW_ARTIFACTS_DIR and not d.startswith(TMP_RUN_PREFIX))
     return sorted(found)
 
 
@@ -339,14 +407,15 @@ def latest_run(runs_dir="runs") -> Path:
 
 def load_head(run_dir) -> tuple[MLPHead, dict]:
     """The fitted head (eval mode, float32) and its config (a dict, see :func:`load_config`)."""
-    from safetensors.torch import load_file
-
     cfg = load_config(run_dir)
     path = Path(run_dir) / "head.safetensors"
-    if not path.is_file():
-        raise RunError(f"{run_dir}: no head.safetensors (the fit did not finish); refit the run")
+    state = read_head_state(path)
     head = MLPHead(cfg["dim"], cfg["hidden"], len(cfg["classes"]), normalize=cfg["normalize"])
-    head.load_state_dict(load_file(str(path)))
+    try:
+        head.load_state_dict(state)
+    except RuntimeError as e:
+        raise RunError(f"{path} does not fit {path.parent / 'config.json'} (dim {cfg['dim']}, hidden "
+                       f"{cfg['hidden']}, {len(cfg['classes'])} classes): {str(e).splitlines()[0]}") from None
     return head.eval(), cfg
 
 
@@ -386,28 +455,56 @@ _EVAL_RUN_KEYS = ("loss", "loss_options", "seed", "lr", "weight_decay", "dataset
                   "best_epoch", "stopped_epoch", "stop_reason")
 
 
-def write_evaluation(run_dir, split: str, rule: dict, metrics: dict, per_class: list[dict] | None = None,
-                     output=None) -> Path:
-    """Write ``eval/<split>__<rule>.json`` and ``metrics.json`` (and ``per_class.csv``); also ``output``
-    (.json or .csv) when given. Every file atomically. Returns the eval json path."""
-    run_dir = Path(run_dir)
-    cfg = load_config(run_dir)
-    doc = {"split": split, "rule": rule, "metrics": metrics, "run": {k: cfg.get(k) for k in _EVAL_RUN_KEYS},
-           "run_dir": str(run_dir)}
-    (run_dir / "eval").mkdir(exist_ok=True)
-    path = run_dir / "eval" / f"{split}__{rule.get('slug') or _slug(rule.get('name', 'rule'))}.json"
+def _write_output(output, doc: dict) -> None:
+    """``-o FILE``: the evaluation document as JSON, or one CSV row (split, rule, metrics) for ``.csv``."""
+    out = Path(output)
+    with storage_errors(out):
+        out.parent.mkdir(parents=True, exist_ok=True)
+    if out.suffix.lower() == ".csv":
+        atomic_write_text(out, _csv_text([{"split": doc["split"], "rule": doc["rule"].get("name"), **doc["metrics"]}]))
+    else:
+        atomic_write_json(out, doc)
+
+
+def _write_in_run(run_dir: Path, doc: dict, per_class: list[dict] | None) -> Path:
+    """``eval/<split>__<rule>.json``, ``metrics.json`` and ``per_class.csv`` in the run directory."""
+    rule = doc["rule"]
+    with storage_errors(run_dir / "eval"):
+        (run_dir / "eval").mkdir(exist_ok=True)
+    path = run_dir / "eval" / f"{doc['split']}__{rule.get('slug') or _slug(rule.get('name', 'rule'))}.json"
     for p in (path, run_dir / "metrics.json"):
         atomic_write_json(p, doc)
     if per_class:
         atomic_write_text(run_dir / "per_class.csv", _csv_text(per_class))
-    if output:
-        out = Path(output)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        if out.suffix.lower() == ".csv":
-            atomic_write_text(out, _csv_text([{"split": split, "rule": rule.get("name"), **metrics}]))
-        else:
-            atomic_write_json(out, doc)
     return path
+
+
+def write_evaluation(run_dir, split: str, rule: dict, metrics: dict, per_class: list[dict] | None = None,
+                     output=None, warnings: list[str] | None = None, notes: list[str] | None = None) -> Path | None:
+    """Write ``eval/<split>__<rule>.json``, ``metrics.json`` (and ``per_class.csv``) into the run
+    directory, and ``output`` (.json or .csv) first when given. Every file atomically; ``warnings`` (see
+    :func:`mlhead.metrics.rule_warnings`) are recorded in the document.
+
+    Returns the eval json path in the run directory. Raises StorageError naming the path when a file
+    cannot be written, except when ``output`` was given and written: then a run directory that cannot be
+    written (read-only, disk full) is not an error: the reason is appended to ``notes`` and None returned.
+    """
+    run_dir = Path(run_dir)
+    cfg = load_config(run_dir)
+    doc = {"split": split, "rule": rule, "metrics": metrics, "run": {k: cfg.get(k) for k in _EVAL_RUN_KEYS},
+           "run_dir": str(run_dir)}
+    if warnings:
+        doc["warnings"] = list(warnings)
+    if output:
+        _write_output(output, doc)
+    try:
+        return _write_in_run(run_dir, doc, per_class)
+    except StorageError as e:
+        if not output:
+            raise
+        if notes is not None:
+            notes.append(f"{e}; the evaluation was written to {output} only")
+        return None
 
 
 def last_rule(run_dir) -> DecisionRule:
@@ -420,10 +517,12 @@ def last_rule(run_dir) -> DecisionRule:
     if not path.is_file():
         return load_run_config(run_dir).rule
     try:
-        rule = json.loads(path.read_text()).get("rule")
+        rule = read_json(path, RunError, f"; rerun `mlhead eval --run {run_dir}`").get("rule")
         if isinstance(rule, dict) and "activation" in rule:
             return DecisionRule.from_dict({k: v for k, v in rule.items() if k != "slug"})
-    except (json.JSONDecodeError, UnicodeDecodeError, AttributeError, ValueError) as e:
+    except RunError:
+        raise
+    except (AttributeError, ValueError) as e:
         raise RunError(f"{path}: cannot read the decision rule ({e}); rerun `mlhead eval --run {run_dir}`") from None
     return load_run_config(run_dir).rule  # an old metrics.json that names its rule only
 
@@ -467,7 +566,9 @@ def evaluate_run(run_dir, split: str = "test", rule: DecisionRule | None = None,
     recipe (``DecisionRule(activation, threshold, tuned_on="val")``) gets per-class thresholds
     chosen on that split (maximising each class's F1) and applied to ``split``. ``ks``: the cut-offs of
     the ranking metrics P@k, R@k, nDCG@k, PSP@k added to the metrics (:func:`ranking_values`; default
-    1, 3, 5 where <= C). Returns the eval document {split, rule, metrics, per_class, path, config}.
+    1, 3, 5 where <= C). Returns the eval document {split, rule, metrics, per_class, path, config,
+    warnings, notes}: ``warnings`` from :func:`mlhead.metrics.rule_warnings` (also written into the
+    JSON), ``notes`` why the run directory was not written when ``output`` was (``path`` None then).
     Raises RunError/CacheError (missing run, cache mismatch) and ConfigError (a rule that does not fit
     the run, a k outside 1..C).
     """
@@ -477,6 +578,8 @@ def evaluate_run(run_dir, split: str = "test", rule: DecisionRule | None = None,
     logits, targets, _, cfg = predict(run_dir, split, cache)
     values = {**M.evaluate_rule(logits, targets, rule), **ranking_values(logits, targets, run_cache(run_dir, cache), ks)}
     rows = M.per_class(logits, targets, rule, cfg["classes"])
-    path = write_evaluation(run_dir, split, {**rule.to_dict(), "slug": rule.slug}, values, rows, output)
+    warnings, notes = M.rule_warnings(values, rule), []
+    path = write_evaluation(run_dir, split, {**rule.to_dict(), "slug": rule.slug}, values, rows, output,
+                            warnings, notes)
     return {"split": split, "rule": rule.to_dict(), "metrics": values, "per_class": rows, "path": path,
-            "config": cfg}
+            "config": cfg, "warnings": warnings, "notes": notes}

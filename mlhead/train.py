@@ -43,7 +43,7 @@ from .cache import open_cache
 from .datasource import default_budget, format_size, train_source
 from .device import autocast, dtype_of, grad_scaler, resolve_device, resolve_precision
 from .errors import CacheError, ConfigError
-from .fileio import atomic_write_bytes, atomic_write_text
+from .fileio import atomic_write_bytes, atomic_write_text, storage_errors
 from .heads import StackedHeads
 from .rules import DecisionRule
 from .runs import RunConfig, RunRecord, encoder_from_attrs, write_run
@@ -456,7 +456,8 @@ def _save_checkpoint(path: Path, groups: list[_Group], gens: dict, state: _Progr
            "state": {**{k: v for k, v in vars(state).items() if k != "best"}, "best": vars(state.best)}}
     buf = io.BytesIO()
     torch.save(doc, buf)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    with storage_errors(path.parent):
+        path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(path, buf.getvalue())
 
 

@@ -218,7 +218,7 @@ def test_key_value_flags_reject_bad_and_repeated_keys(tmp_path):
 def test_loss_option_values_reach_the_losses(tmp_path):
     cache = make_cache(tmp_path / "c.h5")
     fails(["fit", "--cache", cache, "--loss", "focal", "-O", "gamma=-1", "--runs-dir", tmp_path / "r"],
-          "focal: option gamma=-1.0 is out of range")
+          "--loss focal: -O gamma=-1 is out of range")
     fails(["fit", "--cache", cache, "--loss", "crossentropy", "-O", "nosuch=1", "--runs-dir", tmp_path / "r"],
           "nosuch", "not accepted by any of the losses")
 

@@ -8,12 +8,13 @@ no positive label, an example with all labels positive and a class with no posit
 from __future__ import annotations
 
 import math
+import re
 
 import pytest
 import torch
 
 from mlhead import losses as L
-from mlhead.losses import LOSSES, accepted_options, build, describe
+from mlhead.losses import LOSSES, accepted_options, build, describe, option_flag
 
 # --------------------------------------------------------------------------------------------
 # Hand-made batches
@@ -635,11 +636,12 @@ def test_out_of_range_options_raise(name, option, value, valid):
     with pytest.raises(ValueError) as e:
         build(name, **{option: value})
     msg = str(e.value)
-    assert name in msg and f"option {option}=" in msg and "out of range" in msg and valid in msg
+    assert f"--loss {name}: {option_flag(option, value)} is out of range" in msg and valid in msg
+    assert "'" not in msg  # CLI terms: no Python repr quotes
 
 
 def test_out_of_range_message_format():
-    with pytest.raises(ValueError, match=r"^sigmoidf1: option beta=-1\.0 is out of range; valid: > 0$"):
+    with pytest.raises(ValueError, match=r"^--loss sigmoidf1: --beta -1 is out of range; valid: > 0$"):
         build("sigmoidf1", beta="-1")
 
 
@@ -647,9 +649,9 @@ def test_unknown_name_and_option():
     with pytest.raises(ValueError, match="unknown loss 'sigmoid-f1'") as e:
         build("sigmoid-f1")
     assert all(n in str(e.value) for n in LOSSES)
-    with pytest.raises(ValueError, match="crossentropy: unknown option 'beta'; valid options: none"):
+    with pytest.raises(ValueError, match="--loss crossentropy: unknown option beta; valid options: none"):
         build("crossentropy", beta=1.0)
-    with pytest.raises(ValueError, match=r"sigmoidf1: unknown option 'gamma'; valid options: beta, eta, presigmoid"):
+    with pytest.raises(ValueError, match=r"--loss sigmoidf1: unknown option gamma; valid options: beta, eta, presigmoid"):
         build("sigmoidf1", gamma=2.0)
     with pytest.raises(ValueError, match="unknown loss"):
         accepted_options("nope", {})
@@ -667,7 +669,7 @@ def test_string_conversion():
         ("warp", "seed", "1.5"),
         ("sigmoidf1", "beta", True),
     ):
-        with pytest.raises(ValueError, match=rf"{name}: option {opt}=.*valid: "):
+        with pytest.raises(ValueError, match=re.escape(f"--loss {name}: {option_flag(opt, bad)} is not a valid") + ".*valid: "):
             build(name, **{opt: bad})
 
 
@@ -775,7 +777,7 @@ def test_bce_is_an_alias_of_crossentropy():
     assert bce(z, y).item() == pytest.approx(ref_crossentropy(Z1, Y1), rel=1e-12)
     assert bce(z, y).item() == torch.nn.functional.binary_cross_entropy_with_logits(z, y).item()
     assert L.canonical_name("bce") == "crossentropy" and L.canonical_name("focal") == "focal"
-    with pytest.raises(ValueError, match="crossentropy: unknown option 'beta'"):
+    with pytest.raises(ValueError, match="--loss crossentropy: unknown option beta"):
         build("bce", beta=1.0)
     with pytest.raises(ValueError, match=r"unknown loss 'bce2'.*aliases: bce \(= crossentropy\)"):
         build("bce2")

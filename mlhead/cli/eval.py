@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from . import _track
-from ._ui import console, table
+from ._ui import console, note, table, warn
 from .types import CommaList
 
 
@@ -66,7 +66,11 @@ def eval_(run_dir, runs_dir, all_runs, split, activation, threshold, top_k, tune
         console.print(metrics_table(f"{d}", doc["metrics"], caption))
         if per_class:
             console.print(per_class_table(doc))
-        console.print(f"wrote {doc['path']}")
+        for w in doc["warnings"]:
+            warn(w)
+        for n in doc["notes"]:
+            note(n)
+        console.print(f"wrote {doc['path'] or output}")
     _track.log(track, dirs, runs_dir)
 
 

@@ -352,7 +352,7 @@ class Mulan(DatasetLoader):
 
     def load(self, data_dir, split_seed=44, split_mode="random", on_error="raise", name=None, nominal="index", **_):
         if nominal not in NOMINAL_MODES:
-            raise DatasetError(f"mulan: -D nominal={nominal!r} invalid; valid: {', '.join(NOMINAL_MODES)}")
+            raise DatasetError(f"mulan: --nominal {nominal} invalid; valid: {', '.join(NOMINAL_MODES)}")
         folder = find_dataset_dir(Path(data_dir), name)
         xml, parts = find_files(folder)
         label_names = read_label_names(xml)

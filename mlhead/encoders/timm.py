@@ -15,7 +15,8 @@ from pathlib import Path
 from ..errors import BackboneError
 from .base import ImageEncoder
 from .factory import register_family, register_preset
-from .weights import WeightsLocation, load_state, read_json, resolve_weights, sha256_of, weights_error, weights_file
+from .weights import (WeightsLocation, hub_access, load_state, read_json, resolve_weights, sha256_of, weights_error,
+                      weights_file)
 
 #: the timm data-config keys stored in ``preprocessing`` (and fed back as ``pretrained_cfg`` by from_spec)
 DATA_KEYS = ("input_size", "interpolation", "mean", "std", "crop_pct", "crop_mode")
@@ -84,9 +85,11 @@ def _build(arch: str, loc: WeightsLocation, kwargs: dict, overlay: dict | None):
     import timm
 
     wfile = weights_file(loc.path) if loc.path is not None else None
+    offline = ""
     try:
         if loc.kind == "hub" and loc.hub_id:
-            model = timm.create_model(arch, pretrained=True, num_classes=0, **kwargs)
+            with hub_access() as offline:
+                model = timm.create_model(arch, pretrained=True, num_classes=0, **kwargs)
         else:
             model = timm.create_model(arch, pretrained=False, num_classes=0, pretrained_cfg_overlay=overlay, **kwargs)
     except RuntimeError as e:
@@ -97,7 +100,7 @@ def _build(arch: str, loc: WeightsLocation, kwargs: dict, overlay: dict | None):
                                 "a local model folder, or a timm model name (timm:NAME)") from None
         raise
     except Exception as e:  # hub unreachable / no cached weights
-        raise weights_error(repr(arch), loc, type(e).__name__, HOW) from None
+        raise weights_error(repr(arch), loc, "; ".join(x for x in (offline, type(e).__name__) if x), HOW) from None
     if wfile is not None:
         _load_into(model, wfile, arch, kwargs)
     return model, wfile

