@@ -39,7 +39,7 @@ import torch
 from . import class_weights, normalize
 from . import losses as L
 from .cache import open_cache
-from .device import autocast, dtype_of, grad_scaler, resolve_device, resolve_precision
+from .device import autocast, dtype_of, grad_scaler, resolve_device, resolve_precision, reuse_freed_memory
 from .errors import CacheError, ConfigError
 from .fileio import atomic_write_bytes, atomic_write_text, storage_errors
 from .heads import StackedHeads
@@ -525,6 +525,8 @@ def fit(cache_path, specs: list[RunSpec], cfg: FitConfig | None = None, runs_dir
     _check_fit(specs, cfg)
     cache = open_cache(cache_path)
     dev = resolve_device(cfg.device)
+    if dev.type == "cpu":
+        reuse_freed_memory()  # wide stacked steps would page-fault every step otherwise
     prec = resolve_precision(cfg.precision, dev, training=True)
     data = _load(cache, cfg, dev, prec)
     for note in data.notes:
