@@ -368,7 +368,7 @@ def main():
     per_image = backbone_seconds_per_image(prec) if "baselines" in args.parts else None
     with tempfile.TemporaryDirectory() as tmp:
         caches = {}
-        for name in args.sizes.split(","):
+        for name in args.sizes.split(",") if args.parts & {"baselines", "grid"} else ():
             n, d, c = _sizes(args)[name]
             caches[name] = make_problem(n, d, c, Path(tmp) / f"{name}.h5")
             results["sizes"][name] = r = _problem_results(name, caches[name], args, prec, bw, per_image)
