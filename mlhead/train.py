@@ -13,7 +13,7 @@ weights and AdamW state (compaction), and gets its own run directory (see :mod:`
 
 :func:`fit` is :func:`_load` (splits onto the device, normalized if asked, pos_weight resolved) and
 :func:`_train_loop`: per epoch :func:`_train_epoch` (one pass over the seeded permutation, every
-group), :func:`_validate` (val loss and the val F1s of :func:`mlhead.metrics.f1_scores` under
+group), :func:`_validate` (val loss and the val F1s of :func:`mlhead.metrics.f1_scores_tensor`, on the device, under
 ``FitConfig.val_rule``, the numbers ``mlhead eval`` reports under that rule), :func:`_record_epoch`
 (history, :class:`_BestTracker`, stop decisions), compaction (:meth:`_Group.drop`) and a checkpoint
 (:func:`checkpoint_dir`) from which the same fit resumes.
