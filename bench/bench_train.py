@@ -1,25 +1,32 @@
-"""Stage-two speed, measured side by side in one run (issue: a Table-2 grid in minutes on a 2-core CPU).
+"""Stage-two speed, measured side by side in one run, as ratios against this machine's own limits.
 
-Prints, for each paper-size problem (MoviePosters 22,579 x 1280 x 28; arXiv 15,935 x 768 x 155;
-VOC 5,011 x 2048 x 20; head 1024 wide, batch 256, Adam):
+Problems (paper sizes, head 1024 wide, batch 256, AdamW): MoviePosters 22,579 x 1280 x 28; arXiv
+15,935 x 768 x 155; VOC 5,011 x 2048 x 20. Parts (``--parts``, all by default):
 
-  (a) seconds per epoch: mlhead (auto precision) vs a plain PyTorch DataLoader loop over a
-      TensorDataset (fp32, the usual user code) vs scikit-learn's MLPClassifier (same architecture,
-      Adam, batch 256, one epoch via partial_fit);
-  (b) achieved GFLOP/s of mlhead's epoch vs a plain bf16 and fp32 matmul of the same shapes (the
-      machine's limit, measured in this process);
-  (c) a K-run grid stacked in one fit vs the same K runs one after another (seconds per epoch);
-  (d) cached head training per epoch vs running the frozen backbone every epoch as the paper's
-      released code did (real MobileNetV2 forward on a few batches -> per-image cost x N);
-  plus peak memory (RSS) of an mlhead fit in a fresh process.
+* ``baselines``: (a) seconds per epoch: mlhead (auto precision) vs a plain PyTorch DataLoader loop (fp32)
+  vs scikit-learn's MLPClassifier; (b) achieved GFLOP/s vs a plain bf16/fp32 matmul; (d) cached head vs
+  running the frozen MobileNetV2 every epoch; peak RSS of ``mlhead fit``.
+* ``grid`` (issue 18 items 1-3): single-head epoch and a K=25 grid (the five Table-2 losses x five
+  seeds) stacked in one fit vs the same 25 runs as 25 fits; the roofline lower bound of a single-head
+  and a K-head epoch (:mod:`bench.roofline`: GEMM rate measured at the step's exact shapes + AdamW and
+  cast bytes at the measured bandwidth) and mlhead's train time as a fraction of it (targets: >= 50%
+  single, >= 60% K=25); stacked/sequential speedup (target >= 2x); validation as % of the K=25 epoch
+  (target <= 10%; measured inside the same fit).
+* ``losses`` (item 4): training step time of every registered loss at MoviePosters size, ratio to
+  crossentropy (target <= 1.3x; the pairwise losses' cost stated).
+* ``early`` (item 5): the 25-run Table-2 grid for 100 epochs vs with ``--patience 10``: time ratio
+  (target >= 3x) and the selected epoch of every run (target: equal in >= 23 of 25). ``--early-cache``
+  runs it on a real cache (e.g. the MoviePosters mobilenetv2_100.h5); default the synthetic problem.
 
-Run:  python bench/bench_train.py [--quick] [--sizes movieposters,arxiv,voc] [--grid-k 25]
+Run:  python bench/bench_train.py [--quick] [--sizes movieposters,arxiv,voc] [--grid-k 25] [--parts ...]
+      [--early-cache PATH] [--json OUT]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import resource
 import subprocess
 import sys
@@ -33,7 +40,10 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from mlhead.cache import write_cache  # noqa: E402
-from mlhead.device import resolve_device, resolve_precision  # noqa: E402
+from bench import roofline  # noqa: E402
+from mlhead.device import dtype_of, resolve_device, resolve_precision  # noqa: E402
+from mlhead import train as T  # noqa: E402
+from mlhead.reproduce import TABLE2_LOSSES  # noqa: E402
 from mlhead.train import FitConfig, RunSpec, fit  # noqa: E402
 
 SIZES = {"movieposters": (22579, 1280, 28), "arxiv": (15935, 768, 155), "voc": (5011, 2048, 20)}
@@ -58,21 +68,54 @@ def epoch_flops(n, d, c, k=1) -> float:
     return float(n) * k * (4 * d * HIDDEN + 6 * HIDDEN * c)
 
 
-def time_mlhead(cache: Path, k: int, epochs: int, precision: str, val: bool, losses=("sigmoidf1",)) -> float:
-    specs = [RunSpec(losses[i % len(losses)], (), i // len(losses), 1e-3) for i in range(k)]
+class _ValidationTimer:
+    """Seconds spent in :func:`mlhead.train._validate` while active (bench instrumentation only)."""
+
+    def __enter__(self):
+        self.seconds, self._orig = 0.0, T._validate
+
+        def timed(*a, **kw):
+            t = time.perf_counter()
+            try:
+                return self._orig(*a, **kw)
+            finally:
+                self.seconds += time.perf_counter() - t
+
+        T._validate = timed
+        return self
+
+    def __exit__(self, *exc):
+        T._validate = self._orig
+
+
+def grid_specs(k: int, losses=("sigmoidf1",)) -> list[RunSpec]:
+    """K runs: the losses cycled, a new data-order seed after each round of them (K=25 with the five
+    Table-2 losses = 5 losses x 5 seeds, i.e. 5 groups of 5 stacked heads)."""
+    return [RunSpec(losses[i % len(losses)], (), i // len(losses), 1e-3) for i in range(k)]
+
+
+def time_fit(cache: Path, specs: list[RunSpec], epochs: int, precision: str, val: bool = True) -> dict:
+    """One warm-up epoch, then ``epochs`` timed: ``{"epoch_s", "train_s", "val_s"}`` per epoch (epoch =
+    train + validation, as ``fit`` reports it; validation measured inside the same fit)."""
+    fit(cache, specs, FitConfig(epochs=1, batch_size=BATCH, hidden=HIDDEN, precision=precision), write=False)
     cfg = FitConfig(epochs=epochs, batch_size=BATCH, hidden=HIDDEN, precision=precision,
                     val_every=1 if val else 10**9)
-    fit(cache, specs, FitConfig(epochs=1, batch_size=BATCH, hidden=HIDDEN, precision=precision), write=False)
-    rec = fit(cache, specs, cfg, write=False)[0]
-    return rec.config["train_seconds"] / epochs
+    with _ValidationTimer() as vt:
+        total = fit(cache, specs, cfg, write=False)[0].config["train_seconds"]
+    return {"epoch_s": total / epochs, "train_s": (total - vt.seconds) / epochs, "val_s": vt.seconds / epochs}
+
+
+def time_mlhead(cache: Path, k: int, epochs: int, precision: str, val: bool, losses=("sigmoidf1",)) -> float:
+    """Seconds per epoch of one fit of ``k`` stacked runs (see :func:`time_fit`)."""
+    return time_fit(cache, grid_specs(k, losses), epochs, precision, val)["epoch_s"]
 
 
 def time_sequential(cache: Path, k: int, epochs: int, precision: str, losses) -> float:
+    """Seconds per epoch of the same ``k`` runs as ``k`` separate fits (each validated every epoch)."""
     total = 0.0
-    for i in range(k):
-        spec = [RunSpec(losses[i % len(losses)], (), i // len(losses), 1e-3)]
+    for spec in grid_specs(k, losses):
         cfg = FitConfig(epochs=epochs, batch_size=BATCH, hidden=HIDDEN, precision=precision)
-        total += fit(cache, spec, cfg, write=False)[0].config["train_seconds"] / epochs
+        total += fit(cache, [spec], cfg, write=False)[0].config["train_seconds"] / epochs
     return total
 
 
@@ -158,54 +201,206 @@ def peak_rss_fit(cache: Path, epochs: int) -> float:
     return max(before, after) / 2**20
 
 
-def main():
+# ---------------------------------------------------------------------------- issue 18: roofline, grids
+
+
+def roofline_bounds(n: int, d: int, c: int, k: int, precision: str, bw: float) -> dict:
+    """Epoch lower bounds (s) of a single head and of K stacked heads on this machine
+    (:func:`bench.roofline.step_bound`: GEMMs at their measured rate for the exact step shapes + AdamW
+    and cast bytes at the measured bandwidth; flop scale with the rows, bytes are paid per step)."""
+    dtype = roofline.DTYPES.get(precision, torch.float32)
+    out = {}
+    for key, kk in (("single", 1), ("grid", k)):
+        b = roofline.step_bound(BATCH, d, HIDDEN, c, kk, dtype, bw=bw)
+        out[f"bound_{key}_s_per_epoch"] = b["gemm_s"] * n / BATCH + b["bytes_s"] * math.ceil(n / BATCH)
+        out[f"bound_{key}_gemm_share"] = b["gemm_s"] / b["bound_s"]
+    return out
+
+
+def grid_measurements(cache: Path, k: int, epochs: int, prec: str, losses) -> dict:
+    """Issue 18 items 1-3 for one problem: single head and K stacked (train and validation split out),
+    K sequential fits, and the speedup, validation share and roofline fractions derived from them."""
+    single, stacked = time_fit(cache, grid_specs(1), epochs, prec), time_fit(cache, grid_specs(k, losses), epochs, prec)
+    r = {"grid_k": k, "single_epoch_s": single["epoch_s"], "single_train_s": single["train_s"],
+         "stacked_epoch_s": stacked["epoch_s"], "stacked_train_s": stacked["train_s"],
+         "stacked_val_s": stacked["val_s"], "sequential_epoch_s": time_sequential(cache, k, epochs, prec, losses)}
+    r["stacked_speedup"] = r["sequential_epoch_s"] / r["stacked_epoch_s"]
+    r["val_pct_of_epoch"] = 100 * r["stacked_val_s"] / r["stacked_epoch_s"]
+    return r
+
+
+def _fractions(r: dict) -> None:
+    """Fractions of the roofline bound (train-only epochs; 1.0 = at the machine's limit)."""
+    r["single_fraction_of_bound"] = r["bound_single_s_per_epoch"] / r["single_train_s"]
+    r["grid_fraction_of_bound"] = r["bound_grid_s_per_epoch"] / r["stacked_train_s"]
+
+
+def _loss_step_fn(name: str, x, y, d: int, c: int, dev, prec):
+    """A zero-argument function doing one mlhead training step (forward under autocast, the loss on
+    the stacked logits, backward, fused AdamW) of a single head trained with loss ``name``."""
+    from mlhead.device import autocast
+
+    g = T._make_groups([RunSpec(name)], d, HIDDEN, c, dev)[0]
+
+    def step():
+        g.opt.zero_grad(set_to_none=True)
+        with autocast(dev, prec):
+            logits = g.heads(x)
+        T._group_loss(g, logits, y).sum().backward()
+        g.opt.step()
+
+    return step
+
+
+#: What the pairwise losses cost beyond the head (C classes, batch B).
+PAIRWISE_COST = {"ranking": "B*C^2 hinge terms (B x C x C tensors)",
+                 "warp": "B*C^2 hinge terms + B*C^2 seeded sampling keys",
+                 "bpmll": "O(B*C): two masked logsumexp per example", "lsep": "O(B*C): two masked logsumexp"}
+
+
+def loss_step_times(d: int, c: int, prec: str, steps: int, rounds: int = 3) -> dict:
+    """Seconds per training step of a single head per registered loss (batch 256, D -> 1024 -> C),
+    rounds interleaved over the losses (best round kept), and the ratio to crossentropy's step."""
+    from mlhead.losses import LOSSES
+
+    dev = torch.device("cpu")
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(BATCH, d, generator=gen).to(dtype_of(prec) if prec != "fp32" else torch.float32)
+    y = (torch.rand(BATCH, c, generator=gen) < 0.1).float()
+    fns = {name: _loss_step_fn(name, x, y, d, c, dev, prec) for name in LOSSES}
+    best = {name: roofline._best_time(lambda f=f: [f() for _ in range(steps)], 1, warmup=1) for name, f in fns.items()}
+    for _ in range(rounds - 1):
+        for name, f in fns.items():
+            best[name] = min(best[name], roofline._best_time(lambda f=f: [f() for _ in range(steps)], 1, warmup=0))
+    ce = best["crossentropy"]
+    return {name: {"step_s": t / steps, "ratio_to_crossentropy": t / ce} for name, t in best.items()}
+
+
+def early_stop_grid(cache: Path, epochs: int, patience: int, prec: str, seeds: int = 5) -> dict:
+    """Issue 18 item 5: the Table-2 grid (five losses x ``seeds`` seeds) for ``epochs`` epochs vs the
+    same grid with ``--patience``: time ratio and, per run, the selected (best) epoch of both."""
+    specs = T.expand_grid(TABLE2_LOSSES, list(range(seeds)))
+    base = {"epochs": epochs, "batch_size": BATCH, "hidden": HIDDEN, "precision": prec}
+    full = fit(cache, specs, FitConfig(**base), write=False)
+    early = fit(cache, specs, FitConfig(**base, patience=patience), write=False)
+    runs = [{"run": s.label, "best_full": a.config["best_epoch"], "best_early": b.config["best_epoch"],
+             "stopped_epoch": b.config["stopped_epoch"]} for s, a, b in zip(specs, full, early)]
+    full_s, early_s = full[0].config["train_seconds"], early[0].config["train_seconds"]
+    return {"cache": str(cache), "epochs": epochs, "patience": patience, "full_s": full_s, "early_s": early_s,
+            "speedup": full_s / early_s, "same_best_epoch": sum(r["best_full"] == r["best_early"] for r in runs),
+            "n_runs": len(runs), "runs": runs}
+
+
+# ---------------------------------------------------------------------------------------------- main
+
+
+PARTS = ("baselines", "grid", "losses", "early")
+
+
+def _args():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sizes", default="movieposters,arxiv,voc")
     ap.add_argument("--epochs", type=int, default=3, help="epochs timed per measurement")
     ap.add_argument("--grid-k", type=int, default=25)
-    ap.add_argument("--quick", action="store_true", help="1 epoch, K=5, MoviePosters only")
+    ap.add_argument("--parts", default=",".join(PARTS), help=f"comma list of {', '.join(PARTS)}")
+    ap.add_argument("--loss-steps", type=int, default=20, help="steps timed per loss and round")
+    ap.add_argument("--early-cache", type=Path, default=None,
+                    help="cache for the early-stopped grid (e.g. the real MoviePosters mobilenetv2_100.h5); "
+                         "default: the synthetic MoviePosters-size problem")
+    ap.add_argument("--early-epochs", type=int, default=100)
+    ap.add_argument("--patience", type=int, default=10)
+    ap.add_argument("--quick", action="store_true", help="smoke run: tiny sizes, 1 epoch, K=5")
     ap.add_argument("--json", type=Path, default=None, help="also write the results here")
     args = ap.parse_args()
+    args.parts = set(args.parts.split(","))
+    if args.parts - set(PARTS):
+        ap.error(f"--parts: unknown {sorted(args.parts - set(PARTS))}; valid: {', '.join(PARTS)}")
     if args.quick:
-        args.sizes, args.epochs, args.grid_k = "movieposters", 1, 5
-    prec = resolve_precision("auto", resolve_device(None))
-    results = {"threads": torch.get_num_threads(), "precision": prec, "torch": torch.__version__, "sizes": {}}
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, mlhead precision auto -> {prec}")
-    losses = ("crossentropy", "focal", "asl", "unboundedf1", "sigmoidf1")
-    per_image = backbone_seconds_per_image(prec)
+        args.sizes, args.epochs, args.grid_k, args.loss_steps = "movieposters", 1, 5, 2
+        args.early_epochs, args.patience = 6, 2
+    return args
+
+
+def _problem_results(name: str, cache: Path, args, prec: str, bw: float, per_image) -> dict:
+    n, d, c = _sizes(args)[name]
+    r = {}
+    if "baselines" in args.parts:
+        r.update(_baselines(cache, n, d, c, args, prec, per_image))
+    if "grid" in args.parts:
+        r.update(grid_measurements(cache, args.grid_k, args.epochs, prec, TABLE2_LOSSES))
+        r.update(roofline_bounds(n, d, c, args.grid_k, prec, bw))
+        _fractions(r)
+    return r
+
+
+def _baselines(cache: Path, n, d, c, args, prec, per_image) -> dict:
+    """The earlier (a)-(d) measurements: mlhead vs plain torch and sklearn, GFLOP/s, backbone, RSS."""
+    from mlhead.cache import open_cache
+
+    X, Y, _ = open_cache(cache).load("train")
+    r = {"matmul_bf16_gflops": matmul_rate(torch.bfloat16, k=d), "matmul_fp32_gflops": matmul_rate(torch.float32, k=d),
+         "mlhead_s_per_epoch": time_mlhead(cache, 1, args.epochs, prec, val=False),
+         "mlhead_with_val_s_per_epoch": time_mlhead(cache, 1, args.epochs, prec, val=True),
+         "mlhead_fp32_s_per_epoch": time_mlhead(cache, 1, args.epochs, "fp32", val=False),
+         "plain_torch_fp32_s_per_epoch": time_plain_torch(X.numpy(), Y.numpy()),
+         "sklearn_s_per_epoch": time_sklearn_subprocess(cache)}
+    r["mlhead_gflops"] = epoch_flops(n, d, c) / r["mlhead_s_per_epoch"] / 1e9
+    r["backbone_every_epoch_s"] = per_image * n
+    r["peak_rss_gib"] = peak_rss_fit(cache, 2)
+    return r
+
+
+QUICK_SIZES = {"movieposters": (2048, 256, 28)}
+
+
+def _sizes(args) -> dict:
+    return QUICK_SIZES if args.quick else SIZES
+
+
+def main():
+    args = _args()
+    prec = resolve_precision("auto", resolve_device(None), training=True)
+    results = {"cpu": _cpu_name(), "threads": torch.get_num_threads(), "precision": prec, "torch": torch.__version__,
+               "bandwidth_gbs": None, "sizes": {}}
+    print(f"{results['cpu']}; torch {torch.__version__}, {torch.get_num_threads()} threads, precision auto -> {prec}")
+    bw = roofline.bandwidth()
+    results["bandwidth_gbs"] = bw / 1e9
+    per_image = backbone_seconds_per_image(prec) if "baselines" in args.parts else None
     with tempfile.TemporaryDirectory() as tmp:
-        for name in args.sizes.split(","):
-            n, d, c = SIZES[name]
-            cache = make_problem(n, d, c, Path(tmp) / f"{name}.h5")
-            from mlhead.cache import open_cache
-            X, Y, _ = open_cache(cache).load("train")
-            X, Y = X.numpy(), Y.numpy()
-            r = {}
-            r["matmul_bf16_gflops"] = matmul_rate(torch.bfloat16, k=d)
-            r["matmul_fp32_gflops"] = matmul_rate(torch.float32, k=d)
-            r["mlhead_s_per_epoch"] = time_mlhead(cache, 1, args.epochs, prec, val=False)
-            r["mlhead_with_val_s_per_epoch"] = time_mlhead(cache, 1, args.epochs, prec, val=True)
-            r["mlhead_fp32_s_per_epoch"] = time_mlhead(cache, 1, args.epochs, "fp32", val=False)
-            r["plain_torch_fp32_s_per_epoch"] = time_plain_torch(X, Y)
-            r["sklearn_s_per_epoch"] = time_sklearn_subprocess(cache)
-            flops = epoch_flops(n, d, c)
-            r["mlhead_gflops"] = flops / r["mlhead_s_per_epoch"] / 1e9
-            r["grid_gflops_needed_5min"] = epoch_flops(n, d, c, args.grid_k) * 100 / 300 / 1e9
-            k = args.grid_k
-            r["grid_k"] = k
-            r["stacked_s_per_epoch"] = time_mlhead(cache, k, args.epochs, prec, val=True, losses=losses)
-            r["sequential_s_per_epoch"] = time_sequential(cache, min(k, 5), args.epochs, prec, losses) * k / min(k, 5)
-            r["grid_100_epochs_minutes"] = r["stacked_s_per_epoch"] * 100 / 60
-            r["backbone_every_epoch_s"] = per_image * n
-            r["peak_rss_gib"] = peak_rss_fit(cache, 2)
-            results["sizes"][name] = r
+        caches = {}
+        for name in args.sizes.split(",") if args.parts & {"baselines", "grid"} else ():
+            n, d, c = _sizes(args)[name]
+            caches[name] = make_problem(n, d, c, Path(tmp) / f"{name}.h5")
+            results["sizes"][name] = r = _problem_results(name, caches[name], args, prec, bw, per_image)
             _print(name, n, d, c, r)
+        _print_grid_table(results["sizes"], args.grid_k)
+        if "losses" in args.parts:
+            n, d, c = _sizes(args)["movieposters"]
+            results["loss_steps"] = loss_step_times(d, c, prec, args.loss_steps)
+            _print_losses(results["loss_steps"], d, c)
+        if "early" in args.parts:
+            cache = args.early_cache or caches.get("movieposters") or make_problem(
+                *_sizes(args)["movieposters"], Path(tmp) / "movieposters.h5")
+            results["early_stop"] = early_stop_grid(cache, args.early_epochs, args.patience, prec)
+            _print_early(results["early_stop"])
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
 
 
+def _cpu_name() -> str:
+    """CPU model and whether it has AMX (from /proc/cpuinfo; 'unknown' elsewhere)."""
+    try:
+        info = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return "unknown CPU"
+    model = next((line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")), "?")
+    return f"{model} ({'AMX' if 'amx_bf16' in info else 'no AMX'})"
+
+
 def _print(name, n, d, c, r):
     print(f"\n== {name}: {n} x {d} -> {HIDDEN} -> {c}, batch {BATCH}")
+    if "mlhead_s_per_epoch" not in r:
+        return
     m = r["mlhead_s_per_epoch"]
     print(f"(a) s/epoch: mlhead {m:.3f} (with val {r['mlhead_with_val_s_per_epoch']:.3f}; fp32 "
           f"{r['mlhead_fp32_s_per_epoch']:.3f}) | plain torch fp32 {r['plain_torch_fp32_s_per_epoch']:.3f} "
@@ -213,13 +408,50 @@ def _print(name, n, d, c, r):
           f"({r['sklearn_s_per_epoch'] / m:.1f}x)")
     print(f"(b) GFLOP/s: mlhead {r['mlhead_gflops']:.0f} | bf16 matmul {r['matmul_bf16_gflops']:.0f} "
           f"({100 * r['mlhead_gflops'] / r['matmul_bf16_gflops']:.0f}% of it) | fp32 matmul {r['matmul_fp32_gflops']:.0f}")
-    print(f"(c) K={r['grid_k']} grid s/epoch: stacked {r['stacked_s_per_epoch']:.2f} | sequential "
-          f"{r['sequential_s_per_epoch']:.2f} ({r['sequential_s_per_epoch'] / r['stacked_s_per_epoch']:.1f}x); "
-          f"100 epochs stacked = {r['grid_100_epochs_minutes']:.1f} min (5 min would need "
-          f"{r['grid_gflops_needed_5min']:.0f} GFLOP/s of training matmuls)")
     print(f"(d) per epoch: cached head {m:.3f} s | backbone every epoch {r['backbone_every_epoch_s']:.0f} s "
           f"({r['backbone_every_epoch_s'] / m:.0f}x)")
     print(f"    peak RSS of `mlhead fit`: {r['peak_rss_gib']:.2f} GiB")
+
+
+def _mark(ok: bool) -> str:
+    return "ok" if ok else "MISS"
+
+
+def _print_grid_table(sizes: dict, k: int) -> None:
+    rows = {name: r for name, r in sizes.items() if "stacked_epoch_s" in r}
+    if not rows:
+        return
+    print(f"\n== issue 18, items 1-3 (s/epoch; train = epoch without validation; K={k} = Table-2 losses x seeds)")
+    print(f"{'problem':<13}{'single':>8}{'bound':>8}{'of bound':>10}{'K stacked':>11}{'bound':>8}{'of bound':>10}"
+          f"{'K sequential':>14}{'speedup':>9}{'val % epoch':>13}")
+    for name, r in rows.items():
+        print(f"{name:<13}{r['single_train_s']:>8.3f}{r['bound_single_s_per_epoch']:>8.3f}"
+              f"{100 * r['single_fraction_of_bound']:>6.0f}% {_mark(r['single_fraction_of_bound'] >= 0.5):<4}"
+              f"{r['stacked_train_s']:>10.2f}{r['bound_grid_s_per_epoch']:>8.2f}"
+              f"{100 * r['grid_fraction_of_bound']:>6.0f}% {_mark(r['grid_fraction_of_bound'] >= 0.6):<4}"
+              f"{r['sequential_epoch_s']:>13.2f}{r['stacked_speedup']:>6.2f}x {_mark(r['stacked_speedup'] >= 2):<4}"
+              f"{r['val_pct_of_epoch']:>6.1f}% {_mark(r['val_pct_of_epoch'] <= 10)}")
+    print("targets: single >= 50% of bound, K stacked >= 60%, stacked >= 2x sequential (epoch incl. validation), "
+          "validation <= 10% of the K-stacked epoch")
+
+
+def _print_losses(steps: dict, d: int, c: int) -> None:
+    print(f"\n== issue 18, item 4: training step per loss, single head {BATCH} x {d} -> {HIDDEN} -> {c}")
+    for name, v in steps.items():
+        note = PAIRWISE_COST.get(name, "")
+        print(f"{name:<26}{1e3 * v['step_s']:>8.2f} ms {v['ratio_to_crossentropy']:>6.2f}x "
+              f"{_mark(v['ratio_to_crossentropy'] <= 1.3):<5}{note}")
+    print("target: every loss <= 1.3x the crossentropy step")
+
+
+def _print_early(e: dict) -> None:
+    print(f"\n== issue 18, item 5: Table-2 grid ({e['n_runs']} runs) on {e['cache']}: {e['epochs']} epochs "
+          f"{e['full_s']:.1f} s vs --patience {e['patience']} {e['early_s']:.1f} s = {e['speedup']:.2f}x "
+          f"{_mark(e['speedup'] >= 3)}; same selected epoch in {e['same_best_epoch']}/{e['n_runs']} runs "
+          f"{_mark(e['same_best_epoch'] >= e['n_runs'] - 2)}")
+    for r in e["runs"]:
+        print(f"   {r['run']:<32} best {r['best_full']:>4} | with patience: best {r['best_early']:>4}, "
+              f"stopped {r['stopped_epoch']:>4}")
 
 
 if __name__ == "__main__":

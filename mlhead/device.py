@@ -69,3 +69,38 @@ def grad_scaler(device: torch.device, precision: str) -> torch.amp.GradScaler:
     """``torch.amp.GradScaler`` for training: enabled for fp16 on CUDA (loss scaling against fp16
     gradient underflow), a pass-through (``enabled=False``) otherwise."""
     return torch.amp.GradScaler(device.type, enabled=precision == "fp16" and device.type == "cuda")
+
+
+#: glibc mallopt parameters (malloc.h): M_TRIM_THRESHOLD, M_MMAP_THRESHOLD.
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
+#: Allocations up to this size come from the heap and freed memory is kept for reuse (bytes).
+REUSE_LIMIT = 1 << 30
+
+
+def reuse_freed_memory() -> bool:
+    """Keep freed CPU tensors' memory in the process for the next step instead of returning it to the OS.
+
+    glibc serves allocations above its mmap threshold (at most 32 MiB by default) with a fresh
+    ``mmap`` and unmaps them on free, so every training step of a wide stacked head (its fp32 weight
+    gradient, the bf16 weight copy of autocast and its bf16 gradient: 26-131 MiB each for K=5-25 heads
+    1280 x 1024) touched fresh pages: measured 20,000-64,000 minor page faults per step (the kernel
+    zeroing each page) where a single head had none. Raising the mmap and trim thresholds to
+    :data:`REUSE_LIMIT` via ``mallopt`` (glibc's documented tunables, the same as the environment
+    variables ``MALLOC_MMAP_THRESHOLD_`` / ``MALLOC_TRIM_THRESHOLD_``) makes those buffers reuse heap
+    memory: 0 faults per step for a K=25 grid of five 5-head groups. Cost: the process keeps its peak
+    heap (RSS does not shrink after a fit). Process-wide; called by :func:`mlhead.train.fit` on CPU.
+    Set ``MLHEAD_MALLOC_TUNING=0`` to leave malloc alone. Returns True when applied (glibc Linux),
+    False otherwise (other C libraries: nothing to do). Raises nothing.
+    """
+    import ctypes
+    import os
+    import sys
+
+    if os.environ.get("MLHEAD_MALLOC_TUNING", "1") == "0" or not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(None)
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):  # musl and others have no mallopt
+        return False
+    return bool(mallopt(_M_MMAP_THRESHOLD, REUSE_LIMIT)) and bool(mallopt(_M_TRIM_THRESHOLD, REUSE_LIMIT))

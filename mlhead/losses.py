@@ -808,11 +808,22 @@ class WARPLoss(Loss):
     REDUCTION = "weighted sum over (positive, negative) pairs, mean over batch; " + _PAIR_POLICY
     SOFT_TARGETS = False
 
+    def _keys(self, B: int, C: int, device: torch.device) -> Tensor:
+        """The sampling keys of a B x C batch: the same for every call by construction (a generator
+        freshly seeded with ``seed``), so drawn once per (B, C, device) and kept (at most 4 shapes)."""
+        cache = self.__dict__.setdefault("_key_cache", {})
+        key = (B, C, str(device))
+        if key not in cache:
+            gen = torch.Generator(device=device)
+            gen.manual_seed(self.seed)
+            if len(cache) >= 4:
+                cache.clear()
+            cache[key] = torch.rand((B, C, C), generator=gen, device=device, dtype=torch.float32)
+        return cache[key]
+
     def _loss(self, z: Tensor, y: Tensor) -> Tensor:
         B, C = z.shape[-2:]
-        gen = torch.Generator(device=z.device)
-        gen.manual_seed(self.seed)
-        keys = torch.rand((B, C, C), generator=gen, device=z.device, dtype=torch.float32)
+        keys = self._keys(B, C, z.device)
         diff, pair = _pairs(z, y, self.margin)
         with torch.no_grad():
             neg = y <= 0.5

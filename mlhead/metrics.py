@@ -13,6 +13,8 @@ Public API (shapes: N examples x C classes):
   for each unit) under one explicit decision rule (:class:`mlhead.rules.DecisionRule`).
 * :func:`f1_scores` -- micro and macro F1 only: the code ``evaluate`` reports them with, cheap
   enough for validation during ``mlhead fit`` (``--select val_macro_f1``).
+* :func:`f1_scores_tensor` / :func:`f1_tensor` -- the same F1s for K stacked runs at once, on the
+  logits' device, from tp/fp/fn counts (validation of a grid during ``mlhead fit``).
 * :func:`per_class` -- per-class support/precision/recall/F1/AP rows.
 * :func:`decide` -- 0/1 predictions (uint8 N x C); shorthand for ``DecisionRule(...).apply``.
 * Re-exported from :mod:`mlhead.rules`: :class:`DecisionRule`, :func:`scores`,
@@ -31,6 +33,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+import torch
 from sklearn.metrics import (
     accuracy_score,
     average_precision_score,
@@ -288,6 +291,53 @@ def _label_ranking(y: np.ndarray, z: np.ndarray) -> dict[str, float]:
         return {"lrap": _pct(r["lrap"]), "ranking_loss": _pct(r["ranking_loss"]), "coverage_error": r["coverage_error"]}
     return {"lrap": _pct(label_ranking_average_precision_score(y, z)), "ranking_loss": _pct(label_ranking_loss(y, z)),
             "coverage_error": float(coverage_error(y, z))}
+
+F1_AVERAGES = ("micro", "macro", "weighted", "samples")
+
+
+def _f1_ratio(tp: torch.Tensor, fp: torch.Tensor, fn: torch.Tensor) -> torch.Tensor:
+    """2 tp / (2 tp + fp + fn) in float64, 0 where the denominator is 0 (sklearn zero_division=0)."""
+    num, den = 2.0 * tp.double(), (2 * tp + fp + fn).double()
+    return torch.where(den > 0, num / den.clamp(min=1), torch.zeros((), dtype=torch.float64, device=num.device))
+
+
+def f1_tensor(pred: torch.Tensor, targets: torch.Tensor, average: str) -> torch.Tensor:
+    """F1 in percent from 0/1 predictions and targets, vectorised over leading axes (on their device).
+
+    ``pred``: bool ``(..., N, C)`` (e.g. K stacked runs; :meth:`DecisionRule.apply_tensor`);
+    ``targets``: 0/1 ``(N, C)`` or ``(..., N, C)``. Returns float64 ``(...)``, the value of sklearn
+    ``f1_score(y, pred, average=average, zero_division=0)`` with the :data:`POLICY` for classes
+    without positives: ``macro`` and ``weighted`` average over the classes with a positive target (NaN
+    if none has one), ``micro`` pools tp/fp/fn over all cells, ``samples`` is the mean per-example F1.
+    Computed from integer counts tp/fp/fn (exact). Raises ValueError for another ``average``.
+    """
+    if average not in F1_AVERAGES:
+        raise ValueError(f"average {average!r} invalid; valid: {', '.join(F1_AVERAGES)}")
+    y = targets.bool()
+    axis = -1 if average == "samples" else -2  # per example (samples) or per class (the rest)
+    tp, fp, fn = (pred & y).sum(axis), (pred & ~y).sum(axis), (~pred & y).sum(axis)
+    if average == "samples":
+        return 100.0 * _f1_ratio(tp, fp, fn).mean(-1)
+    if average == "micro":
+        return 100.0 * _f1_ratio(tp.sum(-1), fp.sum(-1), fn.sum(-1))
+    support = (tp + fn).double()  # per class, the same for every run
+    weight = (support > 0).double() if average == "macro" else support
+    return 100.0 * (_f1_ratio(tp, fp, fn) * weight).sum(-1) / weight.sum(-1)  # 0/0 -> NaN: no positives
+
+
+def f1_scores_tensor(logits: torch.Tensor, targets: torch.Tensor, rule: DecisionRule) -> dict[str, torch.Tensor]:
+    """:func:`f1_scores` for K stacked runs at once, on the logits' device (validation during fit).
+
+    ``logits``: float ``K x N x C``; ``targets``: 0/1 ``N x C`` on the same device. Returns
+    ``{"micro_f1", "macro_f1"}``, each a float64 K tensor in percent, equal to :func:`f1_scores` per
+    run (see :meth:`DecisionRule.apply_tensor` for the one float64-ulp caveat); NaN for a run whose
+    logits are not all finite (a diverged run is never selected). Raises ConfigError like
+    :meth:`DecisionRule.check`.
+    """
+    finite = torch.isfinite(logits).all(-1).all(-1)
+    pred = rule.apply_tensor(torch.where(finite[:, None, None], logits, torch.zeros((), device=logits.device)))
+    nan = torch.tensor(float("nan"), dtype=torch.float64, device=logits.device)
+    return {f"{a}_f1": torch.where(finite, f1_tensor(pred, targets, a), nan) for a in ("micro", "macro")}
 
 
 def evaluate_rule(logits: Any, targets: Any, rule: DecisionRule) -> dict[str, float]:

@@ -24,12 +24,15 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from scipy.special import expit, logsumexp, softmax
 
 from .errors import ConfigError, NumericalError
+
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
 
 ACTIVATIONS = ("softmax", "sigmoid", "none")
 
@@ -330,6 +333,30 @@ class DecisionRule:
             return pred
         t = self.thresholds if self.thresholds is not None else self.threshold
         return (_scores(z, self.activation) >= t).astype(np.uint8)
+
+    def apply_tensor(self, logits: torch.Tensor) -> torch.Tensor:
+        """:meth:`apply` on a torch tensor, vectorised over leading axes and left on its device.
+
+        ``logits``: float tensor ``(..., N, C)`` (e.g. K stacked runs x N examples x C classes), finite
+        (callers mask out runs with non-finite logits). Returns a bool tensor of the same shape: True
+        where the rule predicts the label. Scores are computed in float64 like :meth:`apply`
+        (softmax/sigmoid from torch instead of scipy: a score within one float64 ulp of the threshold
+        may fall on the other side; exact for ``none`` and top-k). top-k keeps the lower class index
+        on ties, as :meth:`apply`. Raises ConfigError like :meth:`check`.
+        """
+        import torch
+
+        self.check(int(logits.shape[-1]))
+        z = logits.double()
+        if self.top_k is not None:
+            order = torch.sort(-z, dim=-1, stable=True).indices[..., : self.top_k]
+            return torch.zeros_like(z, dtype=torch.bool).scatter_(-1, order, True)
+        if self.activation == "softmax":
+            z = torch.softmax(z, dim=-1)
+        elif self.activation == "sigmoid":
+            z = torch.sigmoid(z)
+        t = self.threshold if self.thresholds is None else torch.as_tensor(self.thresholds, device=z.device)
+        return z >= t
 
     def evaluate(self, logits: Any, targets: Any) -> dict[str, float]:
         """All metrics under this rule (see :func:`mlhead.metrics.evaluate`)."""

@@ -14,7 +14,7 @@ weights and AdamW state (compaction), and gets its own run directory (see :mod:`
 
 :func:`fit` is :func:`_load` (splits onto the device, normalized if asked, pos_weight resolved) and
 :func:`_train_loop`: per epoch :func:`_train_epoch` (one pass over the seeded permutation, every
-group), :func:`_validate` (val loss and the val F1s of :func:`mlhead.metrics.f1_scores` under
+group), :func:`_validate` (val loss and the val F1s of :func:`mlhead.metrics.f1_scores_tensor`, on the device, under
 ``FitConfig.val_rule``, the numbers ``mlhead eval`` reports under that rule), :func:`_record_epoch`
 (history, :class:`_BestTracker`, stop decisions), compaction (:meth:`_Group.drop`) and a checkpoint
 (:func:`checkpoint_dir`) from which the same fit resumes.
@@ -41,7 +41,7 @@ from . import class_weights, normalize
 from . import losses as L
 from .cache import open_cache
 from .datasource import default_budget, format_size, train_source
-from .device import autocast, dtype_of, grad_scaler, resolve_device, resolve_precision
+from .device import autocast, dtype_of, grad_scaler, resolve_device, resolve_precision, reuse_freed_memory
 from .errors import CacheError, ConfigError
 from .fileio import atomic_write_bytes, atomic_write_text, storage_errors
 from .heads import StackedHeads
@@ -187,17 +187,24 @@ class _Group:
     runs: list[int]
     heads: StackedHeads
     opt: torch.optim.Optimizer | None = None
-    loss_groups: list[tuple[torch.nn.Module, torch.Tensor]] = field(default_factory=list)
+    loss_groups: list[tuple[torch.nn.Module, slice]] = field(default_factory=list)
+    run_index: torch.Tensor | None = None  # ``runs`` as a tensor on the device
 
     def setup(self, specs: list[RunSpec], pos_weight, device) -> None:
-        """(Re)build the optimizer over the current heads and the per-loss index groups."""
+        """(Re)build the optimizer over the current heads, ``run_index``, and the loss segments: one
+        (loss, slice of the K axis) per stretch of consecutive runs with the same loss and options: views
+        of the stacked logits, no index copies (distinct specs of one group differ in loss or options,
+        so a group's K runs are K slices)."""
         self.opt = torch.optim.AdamW(self.heads.parameters(), lr=self.lr, weight_decay=self.weight_decay,
                                      fused=device.type in ("cpu", "cuda"))
-        by_loss: dict[tuple, list[int]] = {}
-        for j, i in enumerate(self.runs):
-            by_loss.setdefault((specs[i].loss, specs[i].loss_options), []).append(j)
-        self.loss_groups = [(L.build(name, pos_weight=pos_weight, **dict(opts)).to(device),
-                             torch.tensor(js, device=device)) for (name, opts), js in by_loss.items()]
+        self.run_index = torch.tensor(self.runs, device=device)
+        keys = [(specs[i].loss, specs[i].loss_options) for i in self.runs]
+        self.loss_groups, start = [], 0
+        for (name, opts), run in itertools.groupby(keys):
+            stop = start + len(list(run))
+            self.loss_groups.append((L.build(name, pos_weight=pos_weight, **dict(opts)).to(device),
+                                     slice(start, stop)))
+            start = stop
 
     def drop(self, stopped: set[int], specs: list[RunSpec], pos_weight, device) -> None:
         """Compaction: remove the ``stopped`` runs from the stacked weights and the AdamW state (moments
@@ -230,13 +237,12 @@ def _make_groups(specs: list[RunSpec], dim: int, hidden: int, n_classes: int, de
 
 
 def _group_loss(g: _Group, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """Per-run losses (K vector, float32) of one group on one batch."""
-    out = logits.new_zeros(len(g.runs), dtype=torch.float32)
-    for loss_fn, js in g.loss_groups:
-        part = logits if len(js) == len(g.runs) else logits.index_select(0, js)
-        # targets were validated once up front (_check_targets); skip the per-step check and host sync
-        out = out.index_copy(0, js, loss_fn._loss(part.float(), y.expand_as(part)).reshape(-1))
-    return out
+    """Per-run losses (K vector, float32) of one group on one batch: each loss on its slice of the
+    stacked ``logits`` (K x B x C), ``y`` (B x C) broadcast over the slice."""
+    # targets were validated once up front (_load); skip the per-step check and host sync of forward()
+    parts = [loss_fn._loss(logits[js].float(), y.expand(js.stop - js.start, *y.shape))
+             for loss_fn, js in g.loss_groups]
+    return parts[0] if len(parts) == 1 else torch.cat(parts)
 
 
 @torch.no_grad()
@@ -256,7 +262,6 @@ class _Data:
     train: object  # datasource.InMemorySource | datasource.StreamingSource
     Xva: torch.Tensor
     Yva: torch.Tensor
-    yva: np.ndarray  # val targets, uint8 N x C on the host (for the metrics)
     scaling: dict  # normalization statistics stored with each head (input_mean/input_std when standardized)
     pos_weight: torch.Tensor | None = None  # C float32 on the device, or None
     notes: list = field(default_factory=list)
@@ -283,7 +288,7 @@ def _load(cache, cfg: FitConfig, dev, prec: str) -> _Data:
     notes = [f"--memory-budget {format_size(budget)}{default} for the whole process: train split {how}"]
     Xva = normalize.apply(Xva, cfg.normalize, scaling)
     pos_weight, pw_notes = class_weights.resolve(cfg.pos_weight, train.labels.host(), list(cache.classes))
-    return _Data(train, Xva.to(dev, compute), Yva.to(dev, torch.float32), Yva.numpy(), scaling,
+    return _Data(train, Xva.to(dev, compute), Yva.to(dev, torch.float32), scaling,
                  None if pos_weight is None else pos_weight.to(dev), notes + pw_notes)
 
 
@@ -300,15 +305,14 @@ def _train_epoch(groups: list[_Group], batches, dev, prec, scaler, n_runs: int) 
         total = 0.0
         for g in groups:
             g.opt.zero_grad(set_to_none=True)
-            X, Y = batch[g.seed]
+            X, Y = batch[g.seed]  # one gather per data-order seed, shared by its groups
             with autocast(dev, prec):
                 logits = g.heads(X)
             per_run = _group_loss(g, logits, Y)
             total = total + per_run.sum()
-            runs = torch.tensor(g.runs, device=dev)
-            train_sum.index_add_(0, runs, per_run.detach())
+            train_sum.index_add_(0, g.run_index, per_run.detach())
             if step == 0:
-                first.index_copy_(0, runs, per_run.detach())
+                first.index_copy_(0, g.run_index, per_run.detach())
         scaler.scale(total).backward()
         for g in groups:
             scaler.step(g.opt)
@@ -317,26 +321,19 @@ def _train_epoch(groups: list[_Group], batches, dev, prec, scaler, n_runs: int) 
     return (train_sum / n_steps).tolist(), first.tolist()
 
 
-def _val_f1(logits: torch.Tensor, data: _Data, rule: DecisionRule) -> dict[str, float]:
-    """micro/macro F1 (percent) of one run's val logits, exactly as ``mlhead eval`` computes them;
-    NaN for non-finite logits (a diverged run is not selected)."""
-    from .metrics import f1_scores
-
-    if not torch.isfinite(logits).all():
-        return {"micro_f1": float("nan"), "macro_f1": float("nan")}
-    return f1_scores(logits.cpu(), data.yva, rule)
-
-
 def _validate(g: _Group, data: _Data, cfg: FitConfig, dev, prec) -> list[dict]:
-    """One group's validation rows, one per run of the group: val_loss, val_micro_f1, val_macro_f1."""
+    """One group's validation rows, one per run of the group: val_loss, val_micro_f1, val_macro_f1.
+
+    All K runs at once on the device: the F1s come from tp/fp/fn counts of ``cfg.val_rule`` applied to
+    the K x N x C val logits (:func:`mlhead.metrics.f1_scores_tensor`, equal to what ``mlhead eval``
+    reports; NaN for non-finite logits, so a diverged run is not selected); one host transfer."""
+    from .metrics import f1_scores_tensor
+
     with torch.no_grad():
         val_logits = _predict(g.heads, data.Xva, dev, prec)
-        val_loss = _group_loss(g, val_logits, data.Yva).tolist()
-    rows = []
-    for j in range(len(g.runs)):
-        f1 = _val_f1(val_logits[j], data, cfg.val_rule)
-        rows.append({"val_loss": val_loss[j], "val_micro_f1": f1["micro_f1"], "val_macro_f1": f1["macro_f1"]})
-    return rows
+        f1 = f1_scores_tensor(val_logits, data.Yva, cfg.val_rule)
+        cols = torch.stack([_group_loss(g, val_logits, data.Yva).double(), f1["micro_f1"], f1["macro_f1"]], 1)
+    return [dict(zip(("val_loss", "val_micro_f1", "val_macro_f1"), row)) for row in cols.tolist()]
 
 
 class _BestTracker:
@@ -537,6 +534,8 @@ def fit(cache_path, specs: list[RunSpec], cfg: FitConfig | None = None, runs_dir
     _check_fit(specs, cfg)
     cache = open_cache(cache_path)
     dev = resolve_device(cfg.device)
+    if dev.type == "cpu":
+        reuse_freed_memory()  # wide stacked steps would page-fault every step otherwise
     prec = resolve_precision(cfg.precision, dev, training=True)
     data = _load(cache, cfg, dev, prec)
     for note in data.notes:
