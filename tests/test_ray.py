@@ -195,5 +195,5 @@ def test_ray_sweep_resumes_after_its_driver_was_killed(local_ray, tmp_path):
         for name, value in metrics.items():
             assert dist[key][name] == pytest.approx(value, abs=1e-6, nan_ok=True), (key, name)
     assert json.loads((root / "sweep.json").read_text())["finished"] is True
-    ray_sweep(cache, specs, cfg, tmp_path / "ray", rules, show_progress=False)  # a finished sweep is not resumed
-    assert len(list((tmp_path / "ray").iterdir())) == 2
+    key = _sweep_key(cache, specs, cfg, rules, "test", None)
+    assert _sweep_root((tmp_path / "ray").resolve(), key) != root  # a finished sweep is not resumed: a new folder
