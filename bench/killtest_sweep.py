@@ -24,6 +24,10 @@ from pathlib import Path
 
 import torch
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.bench_train import _cpu_name  # noqa: E402
+
 LOSSES = "crossentropy,focal,asl,unboundedf1,sigmoidf1"
 
 
@@ -99,16 +103,6 @@ def main(argv=None) -> int:
     if args.json:
         args.json.write_text(json.dumps(out, indent=1))
     return 0 if same == len(fa) == len(fb) else 1
-
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip() + (" (AMX)" if "amx" in Path("/proc/cpuinfo").read_text() else "")
-    except OSError:
-        pass
-    return "unknown"
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import json
 import logging
 import os
 import shutil
@@ -30,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ConfigError, DatasetError, DependencyError, MlheadError
+from .fileio import atomic_write_text
 
 INSTALL_HINT = "pip install 'mlhead[ray]'"
 #: environment variables forwarded to the workers of a Ray instance started or joined here
@@ -395,9 +397,6 @@ def _sweep_cell_task(cache: str, specs: list, cfg, cell_dir: str, rules: list, s
     """Ray task: fit one cell as stacked heads and evaluate its runs, then write its results to
     ``cell.json``. A finished cell returns those results; an unfinished one (its worker or the
     driver killed) resumes from the fit's checkpoint (see :func:`mlhead.sweep.run_cell`)."""
-    import json
-
-    from .fileio import atomic_write_text
     from .sweep import run_cell
 
     _set_threads(cpus)
@@ -411,25 +410,18 @@ def _sweep_cell_task(cache: str, specs: list, cfg, cell_dir: str, rules: list, s
 
 def _sweep_key(cache, specs, cfg, rules, split: str, max_runs_per_cell) -> str:
     """What makes a Ray sweep the same sweep: cache fingerprint, runs, options, rules, split, cells."""
-    import hashlib
-    import json
-
-    from .cache import open_cache
+    from .cache import fingerprint_digest, open_cache
 
     doc = {"cache": open_cache(cache).fingerprint, "specs": [dataclasses.asdict(s) for s in specs],
            "cfg": {**{k: v for k, v in dataclasses.asdict(cfg).items() if not k.startswith("checkpoint_")},
                    "val_rule": cfg.val_rule.to_dict()},
            "rules": [r.to_dict() for r in rules], "split": split, "max_runs_per_cell": max_runs_per_cell}
-    return hashlib.sha256(json.dumps(doc, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    return fingerprint_digest(doc)[:16]
 
 
 def _sweep_root(runs_dir: Path, key: str) -> Path:
     """The unfinished sweep folder of this sweep (``sweep.json`` with the same key) to resume, or a new
     ``<runs_dir>/sweep-<time>-<id>`` marked unfinished."""
-    import json
-
-    from .fileio import atomic_write_text
-
     for state in sorted(runs_dir.glob(f"sweep-*/{SWEEP_STATE}")):
         with contextlib.suppress(OSError, ValueError):
             doc = json.loads(state.read_text())
@@ -437,16 +429,13 @@ def _sweep_root(runs_dir: Path, key: str) -> Path:
                 return state.parent
     root = runs_dir / f"sweep-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
     root.mkdir(parents=True)
-    atomic_write_text(root / SWEEP_STATE, json.dumps({"key": key, "finished": False}))
+    _mark_sweep(root, key, finished=False)
     return root
 
 
-def _finish_sweep(root: Path, key: str) -> None:
-    import json
-
-    from .fileio import atomic_write_text
-
-    atomic_write_text(root / SWEEP_STATE, json.dumps({"key": key, "finished": True}))
+def _mark_sweep(root: Path, key: str, finished: bool) -> None:
+    """Write the sweep folder's ``sweep.json``: its key and whether it finished (atomically)."""
+    atomic_write_text(root / SWEEP_STATE, json.dumps({"key": key, "finished": finished}))
 
 
 def ray_sweep(cache_path, specs: Sequence, cfg, runs_dir, rules: Sequence = (), split: str = "test",
@@ -506,5 +495,5 @@ def ray_sweep(cache_path, specs: Sequence, cfg, runs_dir, rules: Sequence = (), 
                 if part is None:
                     shutil.rmtree(root / f"cell-{k:0{width}d}", ignore_errors=True)
             raise
-    _finish_sweep(root, key)
+    _mark_sweep(root, key, finished=True)
     return [r for part in out for r in part]

@@ -34,15 +34,11 @@ from .errors import BackboneError, CacheError, ConfigError, DatasetError, Storag
 from .heads import MLPHead
 from .inputs import BadRow
 from .rules import DecisionRule
-from .runs import ENCODER_KEYS, RunConfig, last_rule, load_head, load_run_config, run_cache
+from .runs import RunConfig, encoder_attrs, last_rule, load_head, load_run_config, run_cache
 
 ON_ERROR = ("raise", "skip")
 #: output file suffixes of :class:`PredictionWriter`
 OUTPUT_SUFFIXES = (".csv", ".jsonl", ".ndjson")
-#: encoder fields of a cache's attrs that :func:`encoder_spec` returns
-SPEC_KEYS = ENCODER_KEYS
-
-
 def encoder_spec(run_dir, cache=None) -> dict:
     """What rebuilds the encoder of the run's cache: ``backbone``, ``weights_sha256``, ``preprocessing``,
     ``modality``, ``precision``, ``weights`` (the ``--weights`` path embed read; ``""`` for a preset's
@@ -63,7 +59,7 @@ def encoder_spec(run_dir, cache=None) -> dict:
             raise CacheError(f"run {run_dir} was fitted on {cfg.cache}, which is missing: pass --cache FILE "
                              "(that cache, moved), or predict on an exported model (`mlhead export`)") from None
         raise e
-    return {**{k: c.attrs.get(k, "") for k in SPEC_KEYS}, "dim": cfg.dim}
+    return {**encoder_attrs(c.attrs), "dim": cfg.dim}
 
 
 def build_encoder(spec: dict, weights: str | os.PathLike | None = None):

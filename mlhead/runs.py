@@ -225,11 +225,15 @@ MIGRATIONS = {1: _v1_to_v2, 2: _v2_to_v3, 3: _v3_to_v4}
 ENCODER_KEYS = ("backbone", "weights_sha256", "preprocessing", "modality", "precision", "weights")
 
 
+def encoder_attrs(attrs) -> dict:
+    """The cache's :data:`ENCODER_KEYS` attrs (``""`` when absent) as JSON values."""
+    return {k: (v.item() if hasattr(v, "item") else v) for k, v in ((k, attrs.get(k, "")) for k in ENCODER_KEYS)}
+
+
 def encoder_from_attrs(attrs) -> dict | None:
-    """The run record's ``encoder`` field: the cache's :data:`ENCODER_KEYS` attrs (JSON values), or None
-    for a features cache made without an encoder (no ``preprocessing``)."""
-    spec = {k: attrs.get(k, "") for k in ENCODER_KEYS}
-    spec = {k: (v.item() if hasattr(v, "item") else v) for k, v in spec.items()}
+    """The run record's ``encoder`` field: :func:`encoder_attrs` of the cache, or None for a features
+    cache made without an encoder (no ``preprocessing``)."""
+    spec = encoder_attrs(attrs)
     return spec if (spec.get("preprocessing") or {}).get("kind") else None
 
 

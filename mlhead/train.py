@@ -23,7 +23,6 @@ group), :func:`_validate` (val loss and the val F1s of :func:`mlhead.metrics.f1_
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import io
 import itertools
 import json
@@ -39,7 +38,7 @@ import torch
 
 from . import class_weights, normalize
 from . import losses as L
-from .cache import open_cache
+from .cache import fingerprint_digest, open_cache
 from .datasource import default_budget, format_size, train_source
 from .device import autocast, dtype_of, grad_scaler, resolve_device, resolve_precision, reuse_freed_memory
 from .errors import CacheError, ConfigError
@@ -441,7 +440,7 @@ def checkpoint_dir(runs_dir, cache, specs: list[RunSpec], cfg: FitConfig, prec: 
             if k not in ("checkpoint_every", "checkpoint_seconds", "standardize", "memory_budget")}
     doc = {"cache": cache.fingerprint, "specs": [asdict(s) for s in specs],
            "cfg": {**opts, "val_rule": cfg.val_rule.to_dict(), "precision": prec}}
-    key = hashlib.sha256(json.dumps(doc, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    key = fingerprint_digest(doc)[:16]
     return Path(runs_dir) / ".partial" / f"fit-{key}"
 
 
