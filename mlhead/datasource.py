@@ -20,12 +20,12 @@ every seed's batch at the same step (runs sharing a seed share the sequence; see
   order and the single permutation is ``torch.randperm(N)``: the very epoch of :class:`InMemorySource`
   (same batches, same order, same values; tested).
 
-:func:`train_source` picks one from ``--memory-budget``, a bound on the process's resident memory:
-what the process holds when fit starts (torch and the libraries) plus a runtime reserve
-(:func:`held_by_process`), the val split, the train labels and then either the train embeddings (in
-memory) or two shuffle buffers (streamed, sized to fit). On top of it ("stated overhead",
-docs/scaling.md): the heads and their AdamW state (16 bytes x parameters x runs), per-step activations
-beyond the reserve, and the validation logits (runs x N_val x C float32).
+:func:`train_source` picks one from ``--memory-budget``, a bound on what fit holds on top of the process
+it starts in: a runtime reserve (:data:`RUNTIME_RESERVE`), the val split, the train labels and then either
+the train embeddings (in memory) or two shuffle buffers (streamed, sized to fit). Not in the budget
+("stated overhead", docs/scaling.md): the process itself when fit starts (:func:`baseline_rss`: the
+interpreter, torch and the libraries, ~0.5 GiB), the heads and their AdamW state (16 bytes x parameters x
+runs), per-step activations beyond the reserve, and the validation logits (runs x N_val x C float32).
 """
 
 from __future__ import annotations
@@ -87,13 +87,13 @@ def default_budget() -> int:
     return int(psutil.virtual_memory().available * DEFAULT_BUDGET_FRACTION)
 
 
-def held_by_process() -> int:
-    """Bytes of the budget the process takes besides the data: its resident memory now
-    (``psutil.Process().memory_info().rss``: torch and the libraries already loaded) plus
-    :data:`RUNTIME_RESERVE` for what the first training steps and validation allocate later."""
+def baseline_rss() -> int:
+    """The process's resident memory now, in bytes (``psutil.Process().memory_info().rss``: the interpreter,
+    torch and the libraries already loaded). Not part of ``--memory-budget``: fit prints it as the overhead
+    the budget comes on top of."""
     import psutil
 
-    return int(psutil.Process().memory_info().rss) + RUNTIME_RESERVE
+    return int(psutil.Process().memory_info().rss)
 
 
 def format_size(n: float) -> str:
@@ -359,8 +359,8 @@ def train_source(cache, split: str, mode: str, compute: torch.dtype, device, bud
     """(source, normalization stats) of ``cache``'s ``split`` for ``fit``.
 
     In memory (:class:`InMemorySource`) when the split's embeddings (storage dtype) and labels fit
-    ``budget`` bytes after the process's resident memory (:func:`held_by_process`) and ``resident`` bytes
-    held elsewhere (e.g. the val split); else streamed (:class:`StreamingSource`) with two shuffle
+    ``budget`` bytes after :data:`RUNTIME_RESERVE` and ``resident`` bytes held elsewhere (e.g. the val
+    split); the process's own memory (:func:`baseline_rss`) is not counted; else streamed (:class:`StreamingSource`) with two shuffle
     buffers sharing :data:`BUFFER_SHARE` of what is left.
     ``mode``: ``--normalize`` (statistics from the train split, in memory or in blocks). Raises
     CacheError for a split that is missing or has non-0/1 labels, ConfigError when the budget cannot
@@ -371,8 +371,8 @@ def train_source(cache, split: str, mode: str, compute: torch.dtype, device, bud
         labels = read_labels(g, device)
         ds = g["embeddings"]
         shape, itemsize = tuple(ds.shape), ds.dtype.itemsize
-    rss = held_by_process()
-    resident += rss
+    reserve = RUNTIME_RESERVE
+    resident += reserve
     if labels.max() > 1:
         raise CacheError(f"{cache.path}: labels must be multi-hot 0/1")
     if split_bytes(shape, itemsize, labels) + resident <= budget:
@@ -385,8 +385,8 @@ def train_source(cache, split: str, mode: str, compute: torch.dtype, device, bud
     window = int(left * BUFFER_SHARE / 2) // row
     if window < BLOCK_ROWS:
         raise ConfigError(f"--memory-budget {format_size(budget)} is too small to stream {cache.path}'s {split} split: "
-                          f"it must hold this process ({format_size(rss)}: torch, libraries, runtime reserve), the labels "
-                          f"({format_size(labels.nbytes)}), the val split ({format_size(resident - rss)}) and two "
+                          f"it must hold the runtime reserve ({format_size(reserve)}), the labels "
+                          f"({format_size(labels.nbytes)}), the val split ({format_size(resident - reserve)}) and two "
                           f"buffers of {BLOCK_ROWS} rows ({format_size(2 * BLOCK_ROWS * row)})")
     stats = _streamed_stats(cache.path, split, mode)
     transform = None if mode == "none" else (lambda X: normalize.apply(X.float(), mode, stats).to(compute))

@@ -39,7 +39,7 @@ import torch
 from . import class_weights, normalize
 from . import losses as L
 from .cache import fingerprint_digest, open_cache
-from .datasource import default_budget, format_size, train_source
+from .datasource import baseline_rss, default_budget, format_size, train_source
 from .device import autocast, dtype_of, grad_scaler, resolve_device, resolve_precision, reuse_freed_memory
 from .errors import CacheError, ConfigError
 from .fileio import atomic_write_bytes, atomic_write_text, storage_errors
@@ -105,7 +105,7 @@ class FitConfig:
     pos_weight: str = "none"
     checkpoint_every: int = 1
     checkpoint_seconds: float = 30.0
-    memory_budget: int | None = None  # bytes the fit process may use (None: datasource.default_budget())
+    memory_budget: int | None = None  # bytes of data fit may hold on top of the process (None: datasource.default_budget())
 
     def __post_init__(self):
         if self.standardize:
@@ -284,7 +284,8 @@ def _load(cache, cfg: FitConfig, dev, prec: str) -> _Data:
     train, scaling = train_source(cache, "train", cfg.normalize, compute, dev, budget, val_bytes)
     how = f"streamed in shuffle buffers of {train.window_rows} rows" if train.streaming else "in memory"
     default = "" if cfg.memory_budget else " (default: half the available RAM)"
-    notes = [f"--memory-budget {format_size(budget)}{default} for the whole process: train split {how}"]
+    notes = [f"--memory-budget {format_size(budget)}{default} for the data, on top of this process's "
+             f"{format_size(baseline_rss())} (torch, libraries): train split {how}"]
     Xva = normalize.apply(Xva, cfg.normalize, scaling)
     pos_weight, pw_notes = class_weights.resolve(cfg.pos_weight, train.labels.host(), list(cache.classes))
     return _Data(train, Xva.to(dev, compute), Yva.to(dev, torch.float32), scaling,

@@ -51,9 +51,9 @@ def grid_options(fn):
         click.option("--checkpoint-seconds", type=float, default=30.0, show_default=True,
                      help="at most one checkpoint per this many seconds of training (0: every --checkpoint-every)"),
         click.option("--memory-budget", type=MemorySize(), default=None,
-                     help="memory the fit process may use (torch included), e.g. 1G, 512M; a train split that does "
-                          "not fit is streamed from the cache in shuffle buffers [default: half the available RAM, "
-                          "printed]"),
+                     help="memory fit may use for the data on top of the process itself (torch, libraries: "
+                          "printed), e.g. 1G, 512M; a train split that does not fit is streamed from the cache in "
+                          "shuffle buffers [default: half the available RAM, printed]"),
         click.option("--device", default=None),
         click.option("--runs-dir", type=click.Path(path_type=Path), default=Path("runs"), show_default=True),
     ]
