@@ -8,9 +8,11 @@ Methods, each trained on the same train rows and scored on the same test rows:
   predicted with beam width 10; scores are its probability estimates (0 for labels outside the beam);
   decision rule: probability > 0.5 (LibMultiLabel's own F1 code thresholds tree scores at 0, which
   predicts every label of the beam).
-* ``mlhead`` -- ``mlhead.train.fit`` on a temporary cache written with ``mlhead.cache.write_cache``
-  (BCE loss, best epoch by val loss; val is the cache's val split, which LibMultiLabel does not use);
-  decision rule: sigmoid >= 0.5, i.e. logit >= 0.
+* ``mlhead`` -- ``mlhead.train.fit`` on a temporary cache written with ``mlhead.cache.write_cache``:
+  a grid of ``--losses`` x ``--lrs`` (default BCE and ZLPR x 1e-3, 1e-2) stacked in one fit, each run's
+  best epoch by val loss, and the run with the best val P@1 kept (val is the cache's val split, which
+  LibMultiLabel does not use; the test split never chooses); decision rule: logit >= 0 (sigmoid >= 0.5
+  for BCE, ZLPR's own threshold).
 
 Metrics: P@1/3/5, nDCG@5 and PSP@5 from :mod:`mlhead.ranking` (top-k per row block, no dense N x C);
 micro/macro F1 from scikit-learn on sparse 0/1 predictions, with mlhead.metrics' policy (macro over
@@ -188,8 +190,26 @@ def run_lml(problem: Problem, technique: str, options: str) -> Row:
                f"options={options!r}" + (", K=100, dmax=10, beam_width=10" if technique == "tree" else ""), fit_cpu)
 
 
-def run_mlhead(problem: Problem, hidden: int, epochs: int, lr: float, workdir: Path, val_every: int = 5) -> Row:
-    """Write a cache from the arrays, fit one BCE head with ``mlhead.train.fit``, score the test split."""
+def _head_blocks(rec, problem: Problem, hidden: int, split: str):
+    """Logit blocks of ``split`` from a fitted run's head (row blocks, no dense N x C)."""
+    head = MLPHead(problem.X["train"].shape[1], hidden, problem.n_classes)
+    head.load_state_dict(rec.state)
+    with torch.inference_mode():
+        for xb in _row_blocks(problem.X[split]):
+            yield head(torch.from_numpy(xb.toarray()))
+
+
+def _val_p1(rec, problem: Problem, hidden: int) -> float:
+    """P@1 (%) of a fitted run on the val split: how the grid's run is chosen (never on test)."""
+    top = np.concatenate([topk_indices(b, 1) for b in _head_blocks(rec, problem, hidden, "val")])
+    return ranking_metrics(top, problem.Y["val"], (1,))["p@1"]
+
+
+def run_mlhead(problem: Problem, hidden: int, epochs: int, grid: list[tuple[str, float]], workdir: Path,
+               val_every: int = 5) -> Row:
+    """Write a cache from the arrays, fit the (loss, lr) ``grid`` as stacked heads in one
+    ``mlhead.train.fit`` (each run's best epoch by val loss), keep the run with the best val P@1 and score
+    the test split with it. fit s covers the whole grid."""
     splits = {s: (problem.X[s].toarray(), problem.Y[s].toarray().astype(np.uint8),
                   [f"{s}{i}" for i in range(problem.X[s].shape[0])]) for s in ("train", "val", "test")}
     cache = write_cache(workdir / f"{problem.name}.h5", splits, [f"l{j}" for j in range(problem.n_classes)],
@@ -198,18 +218,19 @@ def run_mlhead(problem: Problem, hidden: int, epochs: int, lr: float, workdir: P
     cfg = FitConfig(epochs=epochs, batch_size=256, hidden=hidden, select="val_loss", val_every=val_every,
                     val_rule=DecisionRule(activation="sigmoid", threshold=0.5))
     t0, c0 = time.perf_counter(), time.process_time()
-    rec = fit(cache, [RunSpec("crossentropy", (), 0, lr)], cfg, write=False)[0]
+    recs = fit(cache, [RunSpec(loss, (), 0, lr) for loss, lr in grid], cfg, write=False)
     fit_s, fit_cpu = time.perf_counter() - t0, time.process_time() - c0
-    head = MLPHead(problem.X["train"].shape[1], hidden, problem.n_classes)
-    head.load_state_dict(rec.state)
+    val_p1 = [_val_p1(rec, problem, hidden) for rec in recs]
+    best = int(np.argmax(val_p1))
     t0 = time.perf_counter()
-    with torch.inference_mode():
-        blocks = (head(torch.from_numpy(xb.toarray())) for xb in _row_blocks(problem.X["test"]))
-        scores = score_blocks(blocks, problem, lambda z: (z >= 0).numpy())
-    opts = (f"loss=crossentropy, hidden={hidden}, epochs={epochs} (best {rec.config['best_epoch']} by val loss, "
-            f"checked every {val_every}), "
-            f"batch 256, Adam lr {lr:g}, precision {rec.config['precision']}")
-    return Row(problem.name, "mlhead", "sigmoid >= 0.5", scores, fit_s, time.perf_counter() - t0, opts, fit_cpu)
+    scores = score_blocks(_head_blocks(recs[best], problem, hidden, "test"), problem, lambda z: (z >= 0).numpy())
+    loss, lr = grid[best]
+    tried = ", ".join(f"{lo} lr {r:g}: {p:.2f}" for (lo, r), p in zip(grid, val_p1))
+    opts = (f"grid of {len(grid)} stacked runs, val P@1 {tried}; chosen loss={loss}, lr {lr:g}, hidden={hidden}, "
+            f"epochs={epochs} (best {recs[best].config['best_epoch']} by val loss, checked every {val_every}), "
+            f"batch 256, Adam, precision {recs[best].config['precision']}")
+    method = f"mlhead ({loss}, lr {lr:g}, {hidden or 'linear'} wide, {epochs} ep.)"
+    return Row(problem.name, method, "logit >= 0", scores, fit_s, time.perf_counter() - t0, opts, fit_cpu)
 
 
 # ---------------------------------------------------------------------------------------- report
@@ -267,7 +288,9 @@ def parse_args(argv):
     ap.add_argument("--epochs", type=int, default=30, help="mlhead epochs on MULAN")
     ap.add_argument("--synthetic-epochs", type=int, default=20, help="mlhead epochs on the synthetic problem")
     ap.add_argument("--val-every", type=int, default=5, help="mlhead: epochs between val-loss checks")
-    ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--losses", default="crossentropy,zlpr",
+                    help="mlhead: losses of the grid (stacked in one fit; the run with the best val P@1 is kept)")
+    ap.add_argument("--lrs", default="1e-3,1e-2", help="mlhead: learning rates of the grid")
     ap.add_argument("--synthetic-labels", type=int, default=20_000)
     ap.add_argument("--synthetic-sizes", default="8000,2000,2000", help="train,val,test rows")
     ap.add_argument("--quick", action="store_true", help="tiny synthetic problem only, 2 epochs (smoke test)")
@@ -295,7 +318,8 @@ def main(argv=None) -> list[Row]:
             notes.append(problem.note)
             for method in args.methods.split(","):
                 if method == "mlhead":
-                    rows.append(run_mlhead(problem, hidden, epochs, args.lr, Path(tmp), args.val_every))
+                    grid = [(loss, float(lr)) for loss in args.losses.split(",") for lr in args.lrs.split(",")]
+                    rows.append(run_mlhead(problem, hidden, epochs, grid, Path(tmp), args.val_every))
                 else:
                     rows.append(run_lml(problem, method, args.liblinear_options))
                 print(f"{problem.name} {rows[-1].method}: fit {rows[-1].fit_s:.1f} s "
