@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -27,7 +28,7 @@ import scipy.sparse as sp
 import torch
 
 from ..errors import CacheError
-from .checksum import CHECKSUM_ATTR, changed_message, checksum_of
+from .checksum import CHECKSUM_ATTR, Checksum, changed_message, checksum_of
 from .fingerprint import fingerprint_digest
 from .journal import LABEL_DTYPE, partial_dir
 from .labels import labels_shape, layout_of, missing_label_parts
@@ -110,6 +111,23 @@ class Cache:
         without any copy beyond the read. ``verify`` and errors as in :meth:`load`."""
         with h5py.File(self.path, "r") as f:
             return self._embeddings(self._group(f, split), dtype, verify)
+
+    def iter_embeddings(self, split: str, rows: int, verify: bool = True) -> Iterator[np.ndarray]:
+        """The embeddings of one split as stored (float16), ``rows`` rows at a time in row order (the last
+        block may be shorter): bounded memory whatever N. ``verify``: the blocks are hashed as they are
+        read and, after the last one, compared with the stored checksum (CacheError naming the split and
+        dataset when it differs, as :meth:`load`). Raises CacheError for an unknown split."""
+        with h5py.File(self.path, "r") as f:
+            ds = self._group(f, split)["embeddings"]
+            want = ds.attrs.get(CHECKSUM_ATTR) if verify else None
+            digest = Checksum()
+            for start in range(0, ds.shape[0], max(int(rows), 1)):
+                block = ds[start:start + rows]
+                if want is not None:
+                    digest.update(block)
+                yield block
+            if want is not None and digest.value() != decode_attr(want):
+                raise CacheError(changed_message(self.path, ds.name.strip("/")))
 
     def load_sparse(self, split: str, verify: bool = True) -> sp.csr_matrix:
         """The labels of one split as a ``scipy.sparse.csr_matrix`` (N x C, uint8 ones), from either
