@@ -24,7 +24,7 @@ so the epoch dominates). Caches are synthetic, written with mlhead's own streami
     ``evaluate_run`` (top-5 rule, per-class rows and ranking metrics included) of one fitted run on a
     ``--eval-run-rows`` x ``--dim`` test split with ``--eval-run-classes`` classes (default 100,000 x 768,
     20,000 classes, 5 positives a row, CSR; the head fitted 1 epoch on 1,000 train rows) by the blocked
-    path (:mod:`mlhead.blockeval`, row blocks of ``--eval-block-cells`` scores, default its 2**23) and by
+    path (:mod:`mlhead.blockeval`, row blocks of ``--eval-block-cells`` scores, default its 2**22) and by
     the dense in-memory path (``predict``: the whole N x C logits, as before), each in a fresh process:
     eval seconds, peak RSS, and the largest relative difference between their metrics. The dense path
     holds N x C float32 logits plus float64 copies (~45 GiB at the default size; ``--eval-paths blocked``

@@ -3,8 +3,8 @@
 Above :data:`mlhead.metrics.MANY_CLASSES` classes, ``mlhead eval`` (:func:`mlhead.runs.evaluate_run`)
 no longer materialises the split's N x C logits, targets and decisions. The head runs over the split in
 row blocks read from the HDF5 cache (:meth:`mlhead.cache.Cache.iter_embeddings`), each block of at most
-:data:`BLOCK_CELLS` scores (8,388,608: 64 MiB as float64, the dtype the metrics use; 32 MiB as the head's
-float32 output), and the metrics are accumulated block by block:
+:data:`BLOCK_CELLS` scores (4,194,304: 32 MiB as float64, the dtype the metrics use; 16 MiB as the head's
+float32 output; 209 rows at 20,000 classes), and the metrics are accumulated block by block:
 
 * pass 1 (one forward pass over the row blocks): the one :class:`~mlhead.rules.DecisionRule` applied to
   each block (a block holds whole rows, so softmax and top-k see every class of a row); per-class tp, fp,
@@ -38,11 +38,14 @@ import torch
 
 from . import countmetrics as CM
 from .metrics import class_names_of, class_rows, ranking_percent
+from .errors import NumericalError
 from .rules import DecisionRule, as_logits, order_scores
 
-#: scores per row block (rows x C): 2**23 = 8,388,608, i.e. 64 MiB of float64 logits (32 MiB float32);
-#: pass 1 holds a few same-size temporaries (float64 logits and order scores, uint8 decisions and targets)
-BLOCK_CELLS = 1 << 23
+#: scores per row block (rows x C): 2**22 = 4,194,304, i.e. 32 MiB of float64 logits (16 MiB float32). The
+#: metrics hold a few same-size float64 temporaries per block (logits, rule scores, order scores and the
+#: softmax normaliser's sort): measured numpy peak at 20,000 classes ~300 MiB for softmax rules, ~140 MiB
+#: for sigmoid, whatever N (tracemalloc; the head's own float32 block comes on top)
+BLOCK_CELLS = 1 << 22
 
 #: a function returning a fresh iterator over the split's logits in row blocks (b x C, in row order);
 #: called once per pass, and must give the same values both times
@@ -185,7 +188,7 @@ def evaluate_blocks(source: BlockSource, labels: Any, rule: DecisionRule, class_
     Raises:
         ValueError (ConfigError, NumericalError): as :func:`~mlhead.metrics.evaluate_rule` -- a rule that
         does not fit C, NaN/inf logits (naming the block's rows), shapes that disagree, no rows, targets
-        not 0/1.
+        not 0/1; NumericalError when ``source`` gave other logits on the second pass.
     """
     if not isinstance(rule, DecisionRule):
         raise ValueError(f"rule must be a DecisionRule, got {type(rule).__name__}")  # noqa: TRY004
@@ -195,6 +198,9 @@ def evaluate_blocks(source: BlockSource, labels: Any, rule: DecisionRule, class_
     tot = _first_pass(source, labels, rule, kmax)
     score = tot.joined("pos_score")
     at_least = _second_pass(source, labels, rule.activation, score)
+    if (at_least < 1).any():  # a positive always counts itself: the source gave other values the second time
+        raise NumericalError("the logits differed between the two passes over the row blocks (a block source "
+                             "must give the same values each time it is called)")
     n, c = labels.shape
     ap = CM.average_precision_from_counts(labels.indices, score, at_least, c)
     pos_pred = tot.joined("pos_pred")

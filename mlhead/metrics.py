@@ -15,7 +15,8 @@ Public API (shapes: N examples x C classes):
   enough for validation during ``mlhead fit`` (``--select val_macro_f1``).
 * :func:`f1_scores_tensor` / :func:`f1_tensor` -- the same F1s for K stacked runs at once, on the
   logits' device, from tp/fp/fn counts (validation of a grid during ``mlhead fit``).
-* :func:`per_class` -- per-class support/precision/recall/F1/AP rows.
+* :func:`per_class` -- per-class support/precision/recall/F1/AP rows (built by :func:`class_rows`, which
+  :mod:`mlhead.blockeval` shares, as it shares :func:`ranking_percent`).
 * :func:`decide` -- 0/1 predictions (uint8 N x C); shorthand for ``DecisionRule(...).apply``.
 * Re-exported from :mod:`mlhead.rules`: :class:`DecisionRule`, :func:`scores`,
   :func:`tune_thresholds`, :func:`tuned_rule`.

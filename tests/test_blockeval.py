@@ -94,6 +94,18 @@ def test_block_errors_name_the_rows_and_match_the_in_memory_checks():
         B.evaluate_blocks(_source(z, 7), y, DecisionRule("sigmoid", None, C + 1))
 
 
+def test_a_source_that_changes_between_the_passes_is_refused():
+    z, y = _problem(3)
+    calls = []
+
+    def source():
+        calls.append(1)
+        return iter([z - len(calls)])  # a shift: same decisions per pass, other scores in pass 2
+
+    with pytest.raises(NumericalError, match="two passes"):
+        B.evaluate_blocks(source, y, DecisionRule("none", 0.0))
+
+
 @pytest.mark.parametrize("seed", range(3))
 def test_average_precision_from_counts_equals_sklearn(seed):
     rng = np.random.default_rng(seed)
