@@ -198,3 +198,23 @@ def test_peak_memory_is_bounded_by_the_block_not_n_by_c(monkeypatch):
         tracemalloc.stop()
     assert values["n_examples"] == n and topk.shape == (n, 5)
     assert peak < n * c * 4 / 4, f"peak {peak / 2**20:.1f} MiB"  # under a quarter of the float32 logits
+
+
+def test_load_sparse_converts_dense_labels_in_blocks_and_still_verifies(tmp_path, monkeypatch):
+    import h5py
+
+    from mlhead.cache import reader
+
+    rng = np.random.default_rng(1)
+    Y = (rng.random((50, 30)) < 0.2).astype(np.uint8)
+    X = rng.normal(size=(50, 4)).astype(np.float32)
+    cache = write_cache(tmp_path / "c.h5", {"test": (X, Y, [str(i) for i in range(50)])},
+                        [f"c{j}" for j in range(30)], labels_layout="dense")
+    monkeypatch.setattr(reader, "SPARSE_READ_CELLS", 7 * 30)  # 7-row blocks
+    got = open_cache(cache).load_sparse("test")
+    assert got.shape == (50, 30) and got.dtype == np.uint8
+    np.testing.assert_array_equal(got.toarray(), Y)
+    with h5py.File(cache, "r+") as f:
+        f["test/labels"][3, 0] = 1 - f["test/labels"][3, 0]
+    with pytest.raises(Exception, match="changed"):
+        open_cache(cache).load_sparse("test")
