@@ -37,8 +37,8 @@ import scipy.sparse as sp
 import torch
 
 from . import countmetrics as CM
-from .metrics import class_names_of, class_rows, ranking_percent
 from .errors import NumericalError
+from .metrics import class_names_of, class_rows, ranking_percent
 from .rules import DecisionRule, as_logits, order_scores
 
 #: scores per row block (rows x C): 2**22 = 4,194,304, i.e. 32 MiB of float64 logits (16 MiB float32). The
@@ -62,9 +62,9 @@ class _Totals:
     """What pass 1 accumulates: per-class counts, per-row values, per-positive scores, top-k."""
 
     n_classes: int
-    tp: np.ndarray = None
-    fp: np.ndarray = None
-    fn: np.ndarray = None
+    tp: np.ndarray = field(init=False)
+    fp: np.ndarray = field(init=False)
+    fn: np.ndarray = field(init=False)
     exact: int = 0
     no_prediction: int = 0
     parts: dict[str, list[np.ndarray]] = field(default_factory=lambda: {k: [] for k in _PARTS})

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import math
 import tracemalloc
 
 import numpy as np
 import pytest
 import scipy.sparse as sp
+from click.testing import CliRunner
 from sklearn.metrics import average_precision_score
 
 import mlhead.metrics as M
@@ -15,6 +17,7 @@ from conftest import fit_tiny_run
 from mlhead import blockeval as B
 from mlhead import countmetrics as CM
 from mlhead.cache import open_cache, write_cache
+from mlhead.cli import main
 from mlhead.errors import NumericalError
 from mlhead.ranking import topk_indices
 from mlhead.rules import DecisionRule
@@ -162,6 +165,12 @@ def test_evaluate_run_in_blocks_equals_the_in_memory_eval(tmp_path, monkeypatch,
             assert_same(got, ref)
     assert seen == [1, 1] and {"p@5", "psp@3"} <= set(doc["metrics"])
     assert open_cache(cache).labels_layout("test") == layout
+    out = tmp_path / "e.json"  # the CLI is unchanged and takes the blocked path
+    res = CliRunner().invoke(main, ["eval", "--run", str(run), "--top-k", "3", "--k", "1,2", "-o", str(out)])
+    assert res.exit_code == 0, res.output
+    assert seen == [1, 1, 1] and "p@2" in res.output
+    assert_same(json.loads(out.read_text())["metrics"], {**M.evaluate_rule(logits, targets, DecisionRule("softmax", None, 3)),
+                **ranking_values(logits, targets, run_cache(run), [1, 2])})
 
 
 def test_a_changed_cache_is_refused_while_streaming_blocks(tmp_path):
