@@ -24,6 +24,10 @@ blocks. Peak memory is O(row block x C + nnz + N) -- a few copies of one block, 
 split (CSR labels, their scores and counts) and a few floats per row -- never N x C. Values equal the
 in-memory :func:`mlhead.metrics.evaluate_rule` / :func:`~mlhead.metrics.per_class` on the same logits
 (tested to 1e-9 relative; only the order of float64 sums differs).
+
+:func:`tune_blocks` tunes ``--tune-thresholds`` per-class thresholds the same way (two passes over the
+val split's row blocks; :func:`mlhead.countmetrics.best_f1_thresholds`), equal to
+:meth:`mlhead.rules.DecisionRule.tune` on the whole val logits.
 """
 
 from __future__ import annotations
@@ -127,13 +131,25 @@ def _first_pass(source: BlockSource, labels: sp.csr_matrix, rule: DecisionRule, 
     return tot
 
 
-def _second_pass(source: BlockSource, labels: sp.csr_matrix, activation: str, pos_score: np.ndarray) -> np.ndarray:
-    """Per positive of ``labels`` (CSR order): #examples whose order score in its class is >= its own."""
+def _count_pass(source: BlockSource, labels: sp.csr_matrix, transform: Callable[[np.ndarray], np.ndarray],
+                pos_score: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per positive of ``labels`` (CSR order, score ``pos_score``): #examples whose ``transform``-ed score
+    in its class is >= its own, and the highest such score below its own (-inf if none)."""
     at_least = np.zeros(labels.nnz, np.int64)
+    below = np.full(labels.nnz, -np.inf)
     for _, z, _ in _blocks(source, labels):
-        cols = np.ascontiguousarray(order_scores(z, activation).T)  # C x b
+        cols = np.ascontiguousarray(transform(z).T)  # C x b
         cols.sort(axis=1)
-        at_least += CM.count_at_least(cols, labels.indices, pos_score)
+        lo = CM.lower_bound(cols, labels.indices, pos_score)
+        at_least += cols.shape[1] - lo
+        np.maximum(below, np.where(lo > 0, cols[labels.indices, np.maximum(lo - 1, 0)], -np.inf), out=below)
+    return at_least, below
+
+
+def _checked_counts(at_least: np.ndarray) -> np.ndarray:
+    if (at_least < 1).any():  # a positive always counts itself: the source gave other values the second time
+        raise NumericalError("the logits differed between the two passes over the row blocks (a block source "
+                             "must give the same values each time it is called)")
     return at_least
 
 
@@ -197,10 +213,7 @@ def evaluate_blocks(source: BlockSource, labels: Any, rule: DecisionRule, class_
     names = class_names_of(class_names, labels.shape[1])
     tot = _first_pass(source, labels, rule, kmax)
     score = tot.joined("pos_score")
-    at_least = _second_pass(source, labels, rule.activation, score)
-    if (at_least < 1).any():  # a positive always counts itself: the source gave other values the second time
-        raise NumericalError("the logits differed between the two passes over the row blocks (a block source "
-                             "must give the same values each time it is called)")
+    at_least = _checked_counts(_count_pass(source, labels, lambda z: order_scores(z, rule.activation), score)[0])
     n, c = labels.shape
     ap = CM.average_precision_from_counts(labels.indices, score, at_least, c)
     pos_pred = tot.joined("pos_pred")
@@ -212,6 +225,25 @@ def evaluate_blocks(source: BlockSource, labels: Any, rule: DecisionRule, class_
                       CM.ratio(2 * tp, 2 * tp + fp + fn), ap)
     topk = tot.joined("topk").astype(np.int64).reshape(-1, kmax) if kmax else None
     return _values(tot, labels, ap, ap_binarized), rows, topk
+
+
+def tune_blocks(source: BlockSource, labels: Any, rule: DecisionRule, split: str | None = None) -> DecisionRule:
+    """``rule.tune(val_logits, val_targets, split)`` (:func:`mlhead.rules.tune_thresholds`: per-class
+    thresholds maximising each class's F1, midpoint below the winner, the global threshold for classes
+    without positives) from row blocks of the validation logits, never N x C: pass 1 collects every
+    positive's activation score, pass 2 counts per positive the examples scoring at least as high and
+    finds the next lower score (:func:`mlhead.countmetrics.best_f1_thresholds`). ``source``, ``labels``
+    as :func:`evaluate_blocks`. Returns the tuned :class:`DecisionRule` (the same thresholds as
+    :meth:`DecisionRule.tune`, tested). Raises ConfigError for a top-k rule, and the errors of
+    :func:`evaluate_blocks`."""
+    from .rules import scores
+
+    rule.check_tunable()
+    labels = _as_csr(labels)
+    score = np.concatenate([scores(z, rule.activation)[_positives(yb)] for _, z, yb in _blocks(source, labels)])
+    at_least, below = _count_pass(source, labels, lambda z: scores(z, rule.activation), score)
+    th = CM.best_f1_thresholds(labels.indices, score, _checked_counts(at_least), below, labels.shape[1], rule.threshold)
+    return rule.with_tuned(th, split)
 
 
 def _as_csr(labels: Any) -> sp.csr_matrix:

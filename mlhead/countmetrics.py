@@ -19,6 +19,7 @@ columns:
 * :func:`average_precision_from_counts` -- the same AP from each positive's score and the number of
   examples scoring at least as high (counted over row blocks with :func:`count_at_least`), for eval in
   bounded memory (:mod:`mlhead.blockeval`).
+* :func:`best_f1_thresholds` -- :func:`mlhead.rules.tune_thresholds` from the same per-positive counts.
 """
 
 from __future__ import annotations
@@ -142,22 +143,64 @@ def label_ranking_metrics(y: np.ndarray, s: np.ndarray) -> dict[str, float]:
     return label_ranking_means(*label_ranking_rows(y, s))
 
 
-def count_at_least(sorted_cols: np.ndarray, cols: np.ndarray, t: np.ndarray) -> np.ndarray:
-    """For each query q, #{i: sorted_cols[cols[q], i] >= t[q]}: int64 (Q,). ``sorted_cols``: m x b, every
-    row sorted ascending (one class's scores of b examples); ``cols``: int (Q,) row indices into it;
-    ``t``: float (Q,). One vectorised lower-bound binary search over all queries (bit_length(b) gathers
-    of Q values), so memory is O(Q) beyond the input."""
+def lower_bound(sorted_cols: np.ndarray, cols: np.ndarray, t: np.ndarray) -> np.ndarray:
+    """For each query q, the first index i with ``sorted_cols[cols[q], i] >= t[q]`` (b when none): int64 (Q,).
+    ``sorted_cols``: m x b, every row sorted ascending (one class's scores of b examples); ``cols``: int
+    (Q,) row indices into it; ``t``: float (Q,). One vectorised binary search over all queries
+    (bit_length(b) gathers of Q values), so memory is O(Q) beyond the input."""
     b = sorted_cols.shape[1]
     lo, hi = np.zeros(len(t), np.int64), np.full(len(t), b, np.int64)
     if not b or not len(t):
-        return hi - lo
+        return hi
     for _ in range(b.bit_length()):
         mid = (lo + hi) // 2
         less = sorted_cols[cols, np.minimum(mid, b - 1)] < t
         open_ = lo < hi
         lo = np.where(open_ & less, mid + 1, lo)
         hi = np.where(open_ & ~less, mid, hi)
-    return b - lo
+    return lo
+
+
+def count_at_least(sorted_cols: np.ndarray, cols: np.ndarray, t: np.ndarray) -> np.ndarray:
+    """For each query q, #{i: sorted_cols[cols[q], i] >= t[q]}: int64 (Q,) (see :func:`lower_bound`)."""
+    return sorted_cols.shape[1] - lower_bound(sorted_cols, cols, t)
+
+
+def _positives_at_least(c: np.ndarray, s: np.ndarray) -> np.ndarray:
+    """For entries sorted by class then score ascending: #entries of the same class with score >= own."""
+    k = len(c)
+    new = np.ones(k, bool)
+    new[1:] = (c[1:] != c[:-1]) | (s[1:] != s[:-1])  # first entry of each (class, score) tie group
+    first = np.maximum.accumulate(np.where(new, np.arange(k), 0))
+    return np.searchsorted(c, c, side="right") - first
+
+
+def best_f1_thresholds(cls: np.ndarray, score: np.ndarray, at_least: np.ndarray, below: np.ndarray,
+                       n_classes: int, fallback: float) -> np.ndarray:
+    """:func:`mlhead.rules.tune_thresholds` of every class from its positives only: float64 (C,).
+
+    One entry per positive (example, class): ``cls``, its ``score``, ``at_least`` (#examples scoring >= it
+    in that class) and ``below`` (the highest score of that class below it, -inf if none). The F1 of the
+    rule "score >= t" is highest at some positive's score (a candidate holding negatives only has the
+    recall of the next higher candidate and a lower precision), so only positives' scores are candidates:
+    F1 = 2 P R / (P + R) with P = tp / at_least, R = tp / positives (the arithmetic of
+    ``tune_thresholds``), ties to the lowest score; the threshold is the midpoint between the winner and
+    ``below`` (the winner itself when nothing is below). Classes without positives get ``fallback``."""
+    cls = np.asarray(cls, np.int64)
+    order = np.lexsort((score, cls))
+    c, s = cls[order], np.asarray(score, np.float64)[order]
+    tp = _positives_at_least(c, s).astype(np.float64)
+    prec = tp / np.asarray(at_least, np.float64)[order]
+    rec = tp / np.bincount(c, minlength=n_classes)[c]
+    denom = prec + rec
+    f1 = np.divide(2 * prec * rec, denom, out=np.zeros_like(denom), where=denom > 0)
+    win = np.lexsort((s, -f1, c))  # per class: highest F1 first, then the lowest score
+    win = win[np.r_[True, c[win][1:] != c[win][:-1]]]
+    t, prev = s[win], np.asarray(below, np.float64)[order][win]
+    mid = 0.5 * (prev + t)
+    out = np.full(n_classes, float(fallback))
+    out[c[win]] = np.where(np.isfinite(prev) & (prev < mid) & (mid <= t), mid, t)
+    return out
 
 
 def average_precision_from_counts(cls: np.ndarray, score: np.ndarray, at_least: np.ndarray,
@@ -174,12 +217,7 @@ def average_precision_from_counts(cls: np.ndarray, score: np.ndarray, at_least: 
     cls = np.asarray(cls, np.int64)
     order = np.lexsort((score, cls))  # by class, scores ascending within a class
     c, s = cls[order], np.asarray(score, np.float64)[order]
-    k = len(order)
-    new = np.ones(k, bool)
-    new[1:] = (c[1:] != c[:-1]) | (s[1:] != s[:-1])  # first entry of each (class, score) tie group
-    first = np.maximum.accumulate(np.where(new, np.arange(k), 0))
-    positives_at_least = np.searchsorted(c, c, side="right") - first
-    precision = positives_at_least / np.asarray(at_least, np.float64)[order]
+    precision = _positives_at_least(c, s) / np.asarray(at_least, np.float64)[order]
     n_pos = np.bincount(c, minlength=n_classes)
     sums = np.bincount(c, weights=precision, minlength=n_classes)
     return np.divide(sums, n_pos, out=np.full(n_classes, np.nan), where=n_pos > 0)

@@ -533,12 +533,22 @@ def last_rule(run_dir) -> DecisionRule:
 
 def resolve_rule(run_dir, rule: DecisionRule | None = None, cache=None) -> DecisionRule:
     """``rule`` (default: softmax>=0.05) with per-class thresholds tuned on its ``tuned_on`` split of
-    the run's cache when it is a ``--tune-thresholds`` recipe (:attr:`DecisionRule.needs_tuning`)."""
+    the run's cache when it is a ``--tune-thresholds`` recipe (:attr:`DecisionRule.needs_tuning`); above
+    :data:`mlhead.metrics.MANY_CLASSES` classes from row blocks (:func:`mlhead.blockeval.tune_blocks`,
+    the same thresholds, never the split's N x C logits)."""
+    from .metrics import _many
+
     rule = rule or DecisionRule()
-    if rule.needs_tuning:
-        val_logits, val_targets, _, _ = predict(run_dir, rule.tuned_on, cache)
-        rule = rule.tune(val_logits, val_targets)
-    return rule
+    if not rule.needs_tuning:
+        return rule
+    if _many(len(load_config(run_dir)["classes"])):  # row blocks, as evaluate_run (mlhead.blockeval)
+        from . import blockeval as B
+
+        head, _ = load_head(run_dir)
+        c = run_cache(run_dir, cache)
+        return B.tune_blocks(B.head_blocks(head, c, rule.tuned_on), c.load_sparse(rule.tuned_on), rule)
+    val_logits, val_targets, _, _ = predict(run_dir, rule.tuned_on, cache)
+    return rule.tune(val_logits, val_targets)
 
 
 def ranking_ks(n_classes: int, ks=None) -> list:

@@ -18,7 +18,7 @@ from mlhead import blockeval as B
 from mlhead import countmetrics as CM
 from mlhead.cache import open_cache, write_cache
 from mlhead.cli import main
-from mlhead.errors import NumericalError
+from mlhead.errors import ConfigError, NumericalError
 from mlhead.ranking import topk_indices
 from mlhead.rules import DecisionRule
 from mlhead.runs import evaluate_run, predict, ranking_values, run_cache
@@ -81,6 +81,25 @@ def test_per_class_thresholds_and_one_block_give_the_same():
         values, _, topk = B.evaluate_blocks(_source(z, rows), sp.csr_matrix(y), rule)
         assert_same(values, M.evaluate_rule(z, y, rule))
         assert topk is None
+
+
+@pytest.mark.parametrize("activation", ["sigmoid", "softmax", "none"])
+def test_thresholds_tuned_in_blocks_equal_rule_tune(activation):
+    z, y = _problem(4)
+    z = z.copy()
+    z[:, 7] = np.where(y[:, 7] > 0, 45.0, 40.0)  # sigmoid saturates: 1.0 for every row, positives or not
+    y[[9, 11], 7] = 1
+    z[:, 8] = 2.0  # one score for the whole column, so no lower candidate
+    y[4, 8] = 1
+    rule = DecisionRule(activation, None, tuned_on="val")
+    want = DecisionRule(activation).tune(z, y, "val")
+    for rows in (7, 300):
+        got = B.tune_blocks(_source(z, rows), sp.csr_matrix(y), rule)
+        np.testing.assert_array_equal(got.thresholds, want.thresholds)
+        assert got.name == want.name == f"per-class tuned on val ({activation})"
+    assert want.thresholds[3] == rule.threshold  # no positives: the global threshold
+    with pytest.raises(ConfigError, match="top-k"):
+        B.tune_blocks(_source(z, 7), y, DecisionRule(activation, None, 3))
 
 
 def test_block_errors_name_the_rows_and_match_the_in_memory_checks():
@@ -155,20 +174,26 @@ def test_evaluate_run_in_blocks_equals_the_in_memory_eval(tmp_path, monkeypatch,
     seen = []
     real = B.evaluate_blocks
     monkeypatch.setattr(B, "evaluate_blocks", lambda *a, **k: seen.append(1) or real(*a, **k))
-    for rule in (DecisionRule("sigmoid", 0.5), DecisionRule("softmax", None, 3)):
+    val_logits, val_targets, _, _ = predict(run, "val")
+    tuned = DecisionRule("sigmoid", 0.5).tune(val_logits, val_targets, "val")
+    for rule in (DecisionRule("sigmoid", 0.5), DecisionRule("softmax", None, 3),
+                 DecisionRule("sigmoid", 0.5, tuned_on="val")):
         doc = evaluate_run(run, "test", rule)
         logits, targets, _, cfg = predict(run, "test")
+        if rule.needs_tuning:  # tuned on val in blocks: the thresholds rule.tune finds on predict's val logits
+            np.testing.assert_array_equal(doc["rule"]["thresholds"], tuned.thresholds)
+            rule = tuned
         want = {**M.evaluate_rule(logits, targets, rule),
                 **ranking_values(logits, targets, run_cache(run), None)}
         assert_same(doc["metrics"], want)
         for got, ref in zip(doc["per_class"], M.per_class(logits, targets, rule, cfg["classes"])):
             assert_same(got, ref)
-    assert seen == [1, 1] and {"p@5", "psp@3"} <= set(doc["metrics"])
+    assert seen == [1, 1, 1] and {"p@5", "psp@3"} <= set(doc["metrics"])
     assert open_cache(cache).labels_layout("test") == layout
     out = tmp_path / "e.json"  # the CLI is unchanged and takes the blocked path
     res = CliRunner().invoke(main, ["eval", "--run", str(run), "--top-k", "3", "--k", "1,2", "-o", str(out)])
     assert res.exit_code == 0, res.output
-    assert seen == [1, 1, 1] and "p@2" in res.output
+    assert seen == [1, 1, 1, 1] and "p@2" in res.output
     assert_same(json.loads(out.read_text())["metrics"], {**M.evaluate_rule(logits, targets, DecisionRule("softmax", None, 3)),
                 **ranking_values(logits, targets, run_cache(run), [1, 2])})
 
