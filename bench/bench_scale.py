@@ -20,11 +20,20 @@ so the epoch dominates). Caches are synthetic, written with mlhead's own streami
     ``--baseline-src DIR`` also runs (c) with the mlhead source tree at DIR (e.g. a checkout of main) for
     a before/after ratio.
 (d) eval: metrics of a ``--eval-rows`` x ``--eval-classes`` problem (default 400 x 5,000) by scikit-learn
-    (as before issue #19) and by the many-class path (:mod:`mlhead.countmetrics`), same process.
+    (as before issue #19) and by the many-class path (:mod:`mlhead.countmetrics`), same process. Then
+    ``evaluate_run`` (top-5 rule, per-class rows and ranking metrics included) of one fitted run on a
+    ``--eval-run-rows`` x ``--dim`` test split with ``--eval-run-classes`` classes (default 100,000 x 768,
+    20,000 classes, 5 positives a row, CSR; the head fitted 1 epoch on 1,000 train rows) by the blocked
+    path (:mod:`mlhead.blockeval`, row blocks of ``--eval-block-cells`` scores, default its 2**22) and by
+    the dense in-memory path (``predict``: the whole N x C logits, as before), each in a fresh process:
+    eval seconds, peak RSS, and the largest relative difference between their metrics. The dense path
+    holds N x C float32 logits plus float64 copies (~45 GiB at the default size; ``--eval-paths blocked``
+    skips it).
 
 Run:  python bench/bench_scale.py [--parts a,b,c] [--json OUT] [--keep DIR]
 Smoke test (seconds): python bench/bench_scale.py --stream-rows 20000 --label-rows 3000 --labels 2000
-    --overhead-rows 20000 --test-rows 500 --memory-budget 8M --hidden 64
+    --overhead-rows 20000 --test-rows 500 --memory-budget 8M --hidden 64 --eval-run-rows 2000
+    --eval-run-classes 2000 --eval-block-cells 200000
 The big cache of (a) needs ~2 x its size of free disk while written (journal + final file).
 """
 
@@ -98,9 +107,10 @@ def child(spec: dict) -> dict:
     notes: list[str] = []
     kw = {"notify": notes.append} if "notify" in fit.__code__.co_varnames else {}
     t0 = time.perf_counter()
-    rec = fit(spec["cache"], [RunSpec("crossentropy")], cfg, runs_dir=spec["runs"], write=bool(spec.get("eval")), **kw)[0]
+    write = bool(spec.get("eval") or spec.get("write"))
+    rec = fit(spec["cache"], [RunSpec("crossentropy")], cfg, runs_dir=spec["runs"], write=write, **kw)[0]
     out = {"fit_s": time.perf_counter() - t0, "train_s": rec.config["train_seconds"], "notes": notes,
-           "baseline_rss": base}
+           "baseline_rss": base, **({"run": str(rec.path)} if write else {})}
     if spec.get("eval"):
         from mlhead.rules import DecisionRule
         from mlhead.runs import evaluate_run
@@ -110,6 +120,28 @@ def child(spec: dict) -> dict:
         out["eval_s"] = time.perf_counter() - t0
     out["peak_rss"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     return out
+
+
+def eval_child(spec: dict) -> dict:
+    """One ``evaluate_run`` of ``spec["run"]`` in this fresh process by the ``spec["path"]`` path ("blocked"
+    or "dense"); returns eval seconds, peak and baseline RSS, and the metrics."""
+    import psutil
+    import torch
+
+    sys.path.insert(0, str(REPO))
+    from mlhead import blockeval, runs
+    from mlhead.rules import DecisionRule
+
+    torch.set_num_threads(spec.get("threads") or torch.get_num_threads())
+    if spec.get("block_cells"):
+        blockeval.BLOCK_CELLS = spec["block_cells"]
+    if spec["path"] == "dense":  # the path every eval took before the blocks: predict() -> N x C logits
+        runs._evaluate_blocked = runs._evaluate_in_memory
+    base = psutil.Process().memory_info().rss
+    t0 = time.perf_counter()
+    doc = runs.evaluate_run(spec["run"], "test", DecisionRule("softmax", None, 5))
+    return {"eval_s": time.perf_counter() - t0, "peak_rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+            "baseline_rss": base, "metrics": doc["metrics"]}
 
 
 def run_child(spec: dict) -> dict:
@@ -192,7 +224,47 @@ def part_eval(args, work: Path) -> dict:
         out[f"{name}_s"] = (time.perf_counter() - t0) / 2
         M.MANY_CLASSES = saved
     out["speedup"] = out["sklearn_s"] / out["counts_s"]
+    if args.eval_paths:
+        out["run"] = part_eval_run(args, work)
     return out
+
+
+def _max_rel_diff(a: dict, b: dict) -> float:
+    """Largest |a - b| / max(|b|, 1e-300) over the metrics both have (NaN in both counts as equal)."""
+    diffs = [abs(a[k] - b[k]) / max(abs(b[k]), 1e-300) for k in a.keys() & b.keys()
+             if not (np.isnan(a[k]) and np.isnan(b[k]))]
+    return float(max(diffs, default=0.0))
+
+
+def part_eval_run(args, work: Path) -> dict:
+    """``evaluate_run`` of one run by the blocked and the dense in-memory path (see (d) in the docstring)."""
+    rows, classes = args.eval_run_rows, args.eval_run_classes
+    cache = make_cache(work / f"evalrun-{rows}x{args.dim}x{classes}.h5", 1000, args.dim, classes, "csr",
+                       positives=5, val_rows=200, test_rows=rows)
+    fitted = run_child(_spec(args, cache, work, budget=1 << 50, write=True))
+    out = {"rows": rows, "classes": classes, "dim": args.dim, "block_cells": args.eval_block_cells,
+           "logits_bytes": rows * classes * 4}
+    for path in args.eval_paths.split(","):
+        out[path] = run_child({"run": fitted["run"], "path": path, "threads": args.threads,
+                               "block_cells": args.eval_block_cells})
+    if "blocked" in out and "dense" in out:
+        out["time_ratio_dense_over_blocked"] = out["dense"]["eval_s"] / out["blocked"]["eval_s"]
+        out["rss_ratio_dense_over_blocked"] = out["dense"]["peak_rss"] / out["blocked"]["peak_rss"]
+        out["max_rel_diff"] = _max_rel_diff(out["blocked"]["metrics"], out["dense"]["metrics"])
+    return out
+
+
+def _eval_run_rows(e: dict) -> list[tuple[str, str, str]]:
+    size = f"{e['rows']:,} x {e['classes']:,}"
+    rows = [(f"(d) evaluate_run {size} [{p}] peak RSS (GiB)", f"{e[p]['peak_rss'] / GIB:.2f}",
+             f"{e[p]['eval_s']:.1f} s; after imports {e[p]['baseline_rss'] / GIB:.2f} GiB; "
+             f"N x C float32 {e['logits_bytes'] / GIB:.2f} GiB") for p in ("blocked", "dense") if p in e]
+    if "time_ratio_dense_over_blocked" in e:
+        rows += [(f"(d) evaluate_run {size} time dense / blocked", f"{e['time_ratio_dense_over_blocked']:.2f}",
+                  f"{e['dense']['eval_s']:.1f} s / {e['blocked']['eval_s']:.1f} s"),
+                 (f"(d) evaluate_run {size} peak RSS dense / blocked", f"{e['rss_ratio_dense_over_blocked']:.2f}",
+                  f"metrics max rel diff {e['max_rel_diff']:.1e}")]
+    return rows
 
 
 def _table(results: dict) -> list[tuple[str, str, str]]:
@@ -215,6 +287,8 @@ def _table(results: dict) -> list[tuple[str, str, str]]:
         e = results["eval"]
         rows.append((f"(d) eval {e['rows']} x {e['classes']}: sklearn / counts", f"{e['speedup']:.1f}",
                      f"{e['sklearn_s']:.2f} s -> {e['counts_s']:.2f} s per rule"))
+        if "run" in e:
+            rows += _eval_run_rows(e["run"])
     if "overhead" in results:
         o = results["overhead"]
         for name in ("this", "baseline_src"):
@@ -239,6 +313,12 @@ def main(argv=None) -> dict:
     ap.add_argument("--overhead-rows", type=int, default=200_000)
     ap.add_argument("--eval-rows", type=int, default=400)
     ap.add_argument("--eval-classes", type=int, default=5000)
+    ap.add_argument("--eval-run-rows", type=int, default=100_000)
+    ap.add_argument("--eval-run-classes", type=int, default=20_000)
+    ap.add_argument("--eval-block-cells", type=int, default=None,
+                    help="scores per row block of the blocked eval [mlhead.blockeval.BLOCK_CELLS]")
+    ap.add_argument("--eval-paths", default="blocked,dense",
+                    help="evaluate_run paths measured in (d): blocked, dense ('' skips the run-level eval)")
     ap.add_argument("--hidden", type=int, default=256)
     ap.add_argument("--epochs", type=int, default=1)
     ap.add_argument("--batch-size", type=int, default=256)
@@ -248,7 +328,8 @@ def main(argv=None) -> dict:
     ap.add_argument("--json", type=Path, default=None, help="also write the results here")
     args = ap.parse_args(argv)
     if args.child:
-        print(json.dumps(child(json.loads(args.child))))
+        spec = json.loads(args.child)
+        print(json.dumps((eval_child if "path" in spec else child)(spec)))
         return {}
     sys.path.insert(0, str(REPO))
     parts = {"stream": part_stream, "labels": part_labels, "overhead": part_overhead, "eval": part_eval}

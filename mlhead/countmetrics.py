@@ -10,10 +10,16 @@ columns:
 * :func:`confusion_counts` -- per-class tp, fp, fn (int64, C) from 0/1 N x C arrays (numpy sums).
 * :func:`prf_from_counts` -- micro/macro/weighted precision, recall, F1 with sklearn's
   ``zero_division=0`` and ``labels=`` semantics (fractions in [0, 1], not percent).
-* :func:`example_f1` -- sklearn ``f1_score(average="samples", zero_division=0)``.
-* :func:`label_ranking_metrics` -- sklearn lrap, ranking loss and coverage error from each row's positives.
+* :func:`example_f1` -- sklearn ``f1_score(average="samples", zero_division=0)`` (per row:
+  :func:`example_f1_rows`).
+* :func:`label_ranking_metrics` -- sklearn lrap, ranking loss and coverage error from each row's positives
+  (per row: :func:`label_ranking_rows`, means: :func:`label_ranking_means`).
 * :func:`average_precision_columns` -- sklearn ``average_precision_score`` of each column (ties grouped
   as sklearn's ``precision_recall_curve`` groups them: one threshold per distinct score).
+* :func:`average_precision_from_counts` -- the same AP from each positive's score and the number of
+  examples scoring at least as high (counted over row blocks with :func:`count_at_least`), for eval in
+  bounded memory (:mod:`mlhead.blockeval`).
+* :func:`best_f1_thresholds` -- :func:`mlhead.rules.tune_thresholds` from the same per-positive counts.
 """
 
 from __future__ import annotations
@@ -54,13 +60,20 @@ def prf_from_counts(tp: np.ndarray, fp: np.ndarray, fn: np.ndarray, labels: np.n
             "macro_f1": float(per_f[labels].mean()), "weighted_f1": weighted}
 
 
-def example_f1(y: np.ndarray, pred: np.ndarray) -> float:
-    """Mean over rows of 2 tp / (2 tp + fp + fn) (0 for a row with no true and no predicted label): sklearn
-    ``f1_score(average="samples", zero_division=0)``, as a fraction."""
+def example_f1_rows(y: np.ndarray, pred: np.ndarray) -> np.ndarray:
+    """Per-row F1 2 tp / (2 tp + fp + fn), float64 (N,), 0 for a row with no true and no predicted label
+    (sklearn's ``zero_division=0``). ``y``, ``pred``: 0/1 N x C."""
     yb, pb = y.astype(bool, copy=False), pred.astype(bool, copy=False)
     tp = (yb & pb).sum(1, dtype=np.int64)
     den = yb.sum(1, dtype=np.int64) + pb.sum(1, dtype=np.int64)
-    return float(ratio(2 * tp, den).mean()) if len(tp) else 0.0
+    return ratio(2 * tp, den)
+
+
+def example_f1(y: np.ndarray, pred: np.ndarray) -> float:
+    """Mean over rows of :func:`example_f1_rows`: sklearn ``f1_score(average="samples", zero_division=0)``,
+    as a fraction (0 for no rows)."""
+    rows = example_f1_rows(y, pred)
+    return float(rows.mean()) if len(rows) else 0.0
 
 
 def _ap_block(y: np.ndarray, s: np.ndarray) -> np.ndarray:
@@ -90,17 +103,15 @@ def average_precision_columns(y: np.ndarray, s: np.ndarray, cols) -> np.ndarray:
     return out
 
 
-def label_ranking_metrics(y: np.ndarray, s: np.ndarray) -> dict[str, float]:
-    """sklearn ``label_ranking_average_precision_score``, ``label_ranking_loss`` and ``coverage_error`` of
-    targets ``y`` (N x C, 0/1) and scores ``s``, from each row's positives only (P x C comparisons per
-    row instead of a rank of all C labels): for a positive j, rank_j = #{l: s_l >= s_j} (ties take the
-    worst rank) and L_j = #{positive l: s_l >= s_j}; lrap = mean_j L_j / rank_j (1 for a row with no or
-    only positives), ranking loss = sum_j (rank_j - L_j) / (P (C - P)) (0 for such rows), coverage =
-    max_j rank_j (0 for a row without positives). Fractions, except coverage (a count)."""
+def label_ranking_rows(y: np.ndarray, s: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per-row (lrap, ranking loss, coverage), each float64 (N,), of targets ``y`` (N x C, 0/1) and
+    scores ``s``, from each row's positives only (P x C comparisons per row instead of a rank of all C
+    labels): for a positive j, rank_j = #{l: s_l >= s_j} (ties take the worst rank) and
+    L_j = #{positive l: s_l >= s_j}; lrap = mean_j L_j / rank_j (1 for a row with no or only
+    positives), ranking loss = sum_j (rank_j - L_j) / (P (C - P)) (0 for such rows), coverage =
+    max_j rank_j (0 for a row without positives). Their means are :func:`label_ranking_metrics`."""
     n, c = y.shape
-    lrap = np.ones(n)
-    loss = np.zeros(n)
-    cover = np.zeros(n)
+    lrap, loss, cover = np.ones(n), np.zeros(n), np.zeros(n)
     for i in range(n):
         pos = np.flatnonzero(y[i])
         if not len(pos):
@@ -114,5 +125,99 @@ def label_ranking_metrics(y: np.ndarray, s: np.ndarray) -> dict[str, float]:
         above = at_least[:, pos].sum(1)
         lrap[i] = (above / rank).mean()
         loss[i] = (rank - above).sum() / (len(pos) * (c - len(pos)))
+    return lrap, loss, cover
+
+
+def label_ranking_means(lrap: np.ndarray, loss: np.ndarray, cover: np.ndarray) -> dict[str, float]:
+    """The dict of :func:`label_ranking_metrics` from the per-row arrays of :func:`label_ranking_rows`
+    (all rows of the evaluated data; 0 for no rows)."""
+    n = len(lrap)
     return {"lrap": float(lrap.mean()) if n else 0.0, "ranking_loss": float(loss.mean()) if n else 0.0,
             "coverage_error": float(cover.mean()) if n else 0.0}
+
+
+def label_ranking_metrics(y: np.ndarray, s: np.ndarray) -> dict[str, float]:
+    """sklearn ``label_ranking_average_precision_score``, ``label_ranking_loss`` and ``coverage_error`` of
+    targets ``y`` (N x C, 0/1) and scores ``s``: the means over rows of :func:`label_ranking_rows`
+    (see there for the per-row definitions). Fractions, except coverage (a count)."""
+    return label_ranking_means(*label_ranking_rows(y, s))
+
+
+def lower_bound(sorted_cols: np.ndarray, cols: np.ndarray, t: np.ndarray) -> np.ndarray:
+    """For each query q, the first index i with ``sorted_cols[cols[q], i] >= t[q]`` (b when none): int64 (Q,).
+    ``sorted_cols``: m x b, every row sorted ascending (one class's scores of b examples); ``cols``: int
+    (Q,) row indices into it; ``t``: float (Q,). One vectorised binary search over all queries
+    (bit_length(b) gathers of Q values), so memory is O(Q) beyond the input."""
+    b = sorted_cols.shape[1]
+    lo, hi = np.zeros(len(t), np.int64), np.full(len(t), b, np.int64)
+    if not b or not len(t):
+        return hi
+    for _ in range(b.bit_length()):
+        mid = (lo + hi) // 2
+        less = sorted_cols[cols, np.minimum(mid, b - 1)] < t
+        open_ = lo < hi
+        lo = np.where(open_ & less, mid + 1, lo)
+        hi = np.where(open_ & ~less, mid, hi)
+    return lo
+
+
+def count_at_least(sorted_cols: np.ndarray, cols: np.ndarray, t: np.ndarray) -> np.ndarray:
+    """For each query q, #{i: sorted_cols[cols[q], i] >= t[q]}: int64 (Q,) (see :func:`lower_bound`)."""
+    return sorted_cols.shape[1] - lower_bound(sorted_cols, cols, t)
+
+
+def _positives_at_least(c: np.ndarray, s: np.ndarray) -> np.ndarray:
+    """For entries sorted by class then score ascending: #entries of the same class with score >= own."""
+    k = len(c)
+    new = np.ones(k, bool)
+    new[1:] = (c[1:] != c[:-1]) | (s[1:] != s[:-1])  # first entry of each (class, score) tie group
+    first = np.maximum.accumulate(np.where(new, np.arange(k), 0))
+    return np.searchsorted(c, c, side="right") - first
+
+
+def best_f1_thresholds(cls: np.ndarray, score: np.ndarray, at_least: np.ndarray, below: np.ndarray,
+                       n_classes: int, fallback: float) -> np.ndarray:
+    """:func:`mlhead.rules.tune_thresholds` of every class from its positives only: float64 (C,).
+
+    One entry per positive (example, class): ``cls``, its ``score``, ``at_least`` (#examples scoring >= it
+    in that class) and ``below`` (the highest score of that class below it, -inf if none). The F1 of the
+    rule "score >= t" is highest at some positive's score (a candidate holding negatives only has the
+    recall of the next higher candidate and a lower precision), so only positives' scores are candidates:
+    F1 = 2 P R / (P + R) with P = tp / at_least, R = tp / positives (the arithmetic of
+    ``tune_thresholds``), ties to the lowest score; the threshold is the midpoint between the winner and
+    ``below`` (the winner itself when nothing is below). Classes without positives get ``fallback``."""
+    cls = np.asarray(cls, np.int64)
+    order = np.lexsort((score, cls))
+    c, s = cls[order], np.asarray(score, np.float64)[order]
+    tp = _positives_at_least(c, s).astype(np.float64)
+    prec = tp / np.asarray(at_least, np.float64)[order]
+    rec = tp / np.bincount(c, minlength=n_classes)[c]
+    denom = prec + rec
+    f1 = np.divide(2 * prec * rec, denom, out=np.zeros_like(denom), where=denom > 0)
+    win = np.lexsort((s, -f1, c))  # per class: highest F1 first, then the lowest score
+    win = win[np.r_[True, c[win][1:] != c[win][:-1]]]
+    t, prev = s[win], np.asarray(below, np.float64)[order][win]
+    mid = 0.5 * (prev + t)
+    out = np.full(n_classes, float(fallback))
+    out[c[win]] = np.where(np.isfinite(prev) & (prev < mid) & (mid <= t), mid, t)
+    return out
+
+
+def average_precision_from_counts(cls: np.ndarray, score: np.ndarray, at_least: np.ndarray,
+                                  n_classes: int) -> np.ndarray:
+    """sklearn ``average_precision_score`` of every class from its positives only, as fractions: float64
+    (C,), NaN for a class without positives.
+
+    One entry per positive (example i, class j): ``cls`` = j, ``score`` = the example's score for j,
+    ``at_least`` = #examples whose score for j is >= that score (all examples, positive or not). With
+    L = #positives of j scoring >= it (ties included), AP_j = mean over j's positives of L / at_least:
+    sklearn's sum over thresholds (one per distinct score) of (R_k - R_{k-1}) P_k, the same value
+    :func:`average_precision_columns` computes from whole columns. This form needs the positives' scores
+    and counts only, so it can be accumulated over row blocks (:mod:`mlhead.blockeval`)."""
+    cls = np.asarray(cls, np.int64)
+    order = np.lexsort((score, cls))  # by class, scores ascending within a class
+    c, s = cls[order], np.asarray(score, np.float64)[order]
+    precision = _positives_at_least(c, s) / np.asarray(at_least, np.float64)[order]
+    n_pos = np.bincount(c, minlength=n_classes)
+    sums = np.bincount(c, weights=precision, minlength=n_classes)
+    return np.divide(sums, n_pos, out=np.full(n_classes, np.nan), where=n_pos > 0)

@@ -15,7 +15,8 @@ Public API (shapes: N examples x C classes):
   enough for validation during ``mlhead fit`` (``--select val_macro_f1``).
 * :func:`f1_scores_tensor` / :func:`f1_tensor` -- the same F1s for K stacked runs at once, on the
   logits' device, from tp/fp/fn counts (validation of a grid during ``mlhead fit``).
-* :func:`per_class` -- per-class support/precision/recall/F1/AP rows.
+* :func:`per_class` -- per-class support/precision/recall/F1/AP rows (built by :func:`class_rows`, which
+  :mod:`mlhead.blockeval` shares, as it shares :func:`ranking_percent`).
 * :func:`decide` -- 0/1 predictions (uint8 N x C); shorthand for ``DecisionRule(...).apply``.
 * Re-exported from :mod:`mlhead.rules`: :class:`DecisionRule`, :func:`scores`,
   :func:`tune_thresholds`, :func:`tuned_rule`.
@@ -287,10 +288,16 @@ def _label_ranking(y: np.ndarray, z: np.ndarray) -> dict[str, float]:
     """lrap and ranking_loss (percent) and coverage_error (labels): scikit-learn, or its numbers from each
     row's positives above :data:`MANY_CLASSES` classes."""
     if _many(y.shape[1]):
-        r = CM.label_ranking_metrics(y, z)
-        return {"lrap": _pct(r["lrap"]), "ranking_loss": _pct(r["ranking_loss"]), "coverage_error": r["coverage_error"]}
+        return ranking_percent(CM.label_ranking_metrics(y, z))
     return {"lrap": _pct(label_ranking_average_precision_score(y, z)), "ranking_loss": _pct(label_ranking_loss(y, z)),
             "coverage_error": float(coverage_error(y, z))}
+
+
+def ranking_percent(r: dict[str, float]) -> dict[str, float]:
+    """lrap and ranking_loss of :func:`mlhead.countmetrics.label_ranking_metrics` (fractions) in percent;
+    coverage_error stays a count."""
+    return {"lrap": _pct(r["lrap"]), "ranking_loss": _pct(r["ranking_loss"]), "coverage_error": r["coverage_error"]}
+
 
 F1_AVERAGES = ("micro", "macro", "weighted", "samples")
 
@@ -447,9 +454,7 @@ def per_class(
     """
     z, y, pred = _decided(logits, targets, rule)
     c = z.shape[1]
-    names = [f"class_{j}" for j in range(c)] if class_names is None else [str(v) for v in class_names]
-    if len(names) != c:
-        raise ValueError(f"class_names has {len(names)} names but logits have C={c} classes")
+    names = class_names_of(class_names, c)
     order = _order_scores(z, rule.activation)
     if _many(c):
         tp, fp, fn = CM.confusion_counts(y, pred)
@@ -461,15 +466,29 @@ def per_class(
     present = support > 0
     ap = np.full(c, np.nan)
     ap[present] = _aps(y, order, np.flatnonzero(present))
+    return class_rows(names, support, pred.sum(axis=0), p, r, f, ap)
+
+
+def class_names_of(class_names: Sequence[str] | None, c: int) -> list[str]:
+    """``class_names`` as strings ("class_<j>" when None); ValueError unless there are C = ``c`` of them."""
+    names = [f"class_{j}" for j in range(c)] if class_names is None else [str(v) for v in class_names]
+    if len(names) != c:
+        raise ValueError(f"class_names has {len(names)} names but logits have C={c} classes")
+    return names
+
+
+def class_rows(names: list[str], support, n_predicted, precision, recall, f1, ap) -> list[dict[str, Any]]:
+    """The rows of :func:`per_class` from per-class arrays (length C): counts as ints, ``precision``,
+    ``recall``, ``f1`` and ``ap`` fractions turned into percent (NaN kept)."""
     return [
         {
             "class": names[j],
             "support": int(support[j]),
-            "n_predicted": int(pred[:, j].sum()),
-            "precision": _pct(p[j]),
-            "recall": _pct(r[j]),
-            "f1": _pct(f[j]),
+            "n_predicted": int(n_predicted[j]),
+            "precision": _pct(precision[j]),
+            "recall": _pct(recall[j]),
+            "f1": _pct(f1[j]),
             "ap": _pct(ap[j]),
         }
-        for j in range(c)
+        for j in range(len(names))
     ]

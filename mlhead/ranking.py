@@ -81,7 +81,9 @@ def _check_k(k: Any, n_classes: int | None, name: str = "k") -> int:
     return int(k)
 
 
-def _check_ks(ks: Any, n_classes: int | None) -> tuple[int, ...]:
+def check_ks(ks: Any, n_classes: int | None) -> tuple[int, ...]:
+    """``ks`` (an int or a sequence of ints) as a sorted tuple of distinct cut-offs, each in 1..``n_classes``;
+    ConfigError naming the bad value otherwise."""
     if isinstance(ks, (int, np.integer)) and not isinstance(ks, bool):
         ks = (ks,)
     try:
@@ -438,7 +440,7 @@ int array of shape (n_samples, K)
     shape = getattr(targets, "shape", None)
     n_classes = int(shape[1]) if shape is not None and len(shape) == 2 else (
         len(counts) if counts is not None else None)
-    ks = _check_ks(ks, n_classes)
+    ks = check_ks(ks, n_classes)
     labels = _as_labels(targets, n_classes)
     topk = _topk_input(scores_or_topk, kind, n_classes, ks[-1], chunk_rows)
     if topk.shape[0] != labels.n_rows:

@@ -368,10 +368,20 @@ class DecisionRule:
         """This rule with per-class thresholds tuned on (``val_logits``, ``val_targets``) by
         :func:`tune_thresholds`; named "per-class tuned on <split> (<activation>)" (``split``
         defaults to ``tuned_on`` or "val"). Raises ConfigError for a top-k rule."""
+        self.check_tunable()
+        return self.with_tuned(tune_thresholds(val_logits, val_targets, self.activation, self.threshold), split)
+
+    def check_tunable(self) -> None:
+        """Raise ConfigError for a top-k rule (it has no thresholds to tune)."""
         if self.top_k is not None:
             raise ConfigError("--top-k rules have no thresholds to tune; drop --tune-thresholds")
-        th = tune_thresholds(val_logits, val_targets, self.activation, self.threshold)
-        return replace(self, thresholds=th, tuned_on=split or self.tuned_on or "val")
+
+    def with_tuned(self, thresholds: Any, split: str | None = None) -> DecisionRule:
+        """This rule with per-class ``thresholds`` (C floats, e.g. from :func:`tune_thresholds` or
+        :func:`mlhead.blockeval.tune_blocks`) tuned on ``split`` (default ``tuned_on`` or "val").
+        Raises ConfigError for a top-k rule or invalid thresholds."""
+        self.check_tunable()
+        return replace(self, thresholds=thresholds, tuned_on=split or self.tuned_on or "val")
 
 
 # --------------------------------------------------------------------------------------------------

@@ -533,33 +533,74 @@ def last_rule(run_dir) -> DecisionRule:
 
 def resolve_rule(run_dir, rule: DecisionRule | None = None, cache=None) -> DecisionRule:
     """``rule`` (default: softmax>=0.05) with per-class thresholds tuned on its ``tuned_on`` split of
-    the run's cache when it is a ``--tune-thresholds`` recipe (:attr:`DecisionRule.needs_tuning`)."""
+    the run's cache when it is a ``--tune-thresholds`` recipe (:attr:`DecisionRule.needs_tuning`); above
+    :data:`mlhead.metrics.MANY_CLASSES` classes from row blocks (:func:`mlhead.blockeval.tune_blocks`,
+    the same thresholds, never the split's N x C logits)."""
+    from .metrics import _many
+
     rule = rule or DecisionRule()
-    if rule.needs_tuning:
-        val_logits, val_targets, _, _ = predict(run_dir, rule.tuned_on, cache)
-        rule = rule.tune(val_logits, val_targets)
-    return rule
+    if not rule.needs_tuning:
+        return rule
+    if _many(len(load_config(run_dir)["classes"])):  # row blocks, as evaluate_run (mlhead.blockeval)
+        from . import blockeval as B
+
+        head, _ = load_head(run_dir)
+        c = run_cache(run_dir, cache)
+        return B.tune_blocks(B.head_blocks(head, c, rule.tuned_on), c.load_sparse(rule.tuned_on), rule)
+    val_logits, val_targets, _, _ = predict(run_dir, rule.tuned_on, cache)
+    return rule.tune(val_logits, val_targets)
 
 
-def ranking_values(logits: np.ndarray, targets: np.ndarray, cache, ks=None) -> dict[str, float]:
+def ranking_ks(n_classes: int, ks=None) -> list:
+    """The ranking cut-offs eval reports: ``ks`` as given, or those of :data:`mlhead.ranking.DEFAULT_KS`
+    that are <= ``n_classes``."""
+    from .ranking import DEFAULT_KS
+
+    return [k for k in DEFAULT_KS if k <= n_classes] if ks is None else list(ks)
+
+
+def ranking_values(scores, targets, cache, ks=None, kind: str = "scores") -> dict[str, float]:
     """``p@k``, ``r@k``, ``ndcg@k`` and ``psp@k`` (percent; :func:`mlhead.ranking.ranking_metrics`, from
-    the per-row top-k of ``logits``, N x C) for every k in ``ks`` (default: those of
-    :data:`mlhead.ranking.DEFAULT_KS` that are <= C). PSP@k uses the label counts of ``cache``'s train
-    split (read as CSR), left out when the cache has no train split. The top-k of the logits is the top-k
-    under every activation (softmax and sigmoid keep each row's order). Raises ConfigError for a k
-    outside 1..C."""
-    from .ranking import DEFAULT_KS, label_counts, ranking_metrics
+    the per-row top-k of ``scores``, N x C logits, or with ``kind="topk"`` the N x K top-k indices
+    themselves) for every k in :func:`ranking_ks` of ``ks``. ``targets``: N x C, dense or scipy.sparse.
+    PSP@k uses the label counts of ``cache``'s train split (read as CSR), left out when the cache has no
+    train split. The top-k of the logits is the top-k under every activation (softmax and sigmoid keep
+    each row's order). Raises ConfigError for a k outside 1..C."""
+    from .ranking import label_counts, ranking_metrics
 
-    c = logits.shape[1]
-    ks = [k for k in DEFAULT_KS if k <= c] if ks is None else list(ks)
-    if not ks or not len(logits):
+    ks = ranking_ks(targets.shape[1], ks)
+    if not ks or not targets.shape[0]:
         return {}
     counts = n_train = None
     if "train" in cache.splits:
         train = cache.load_sparse("train")
         counts, n_train = label_counts(train), train.shape[0]
-    values = ranking_metrics(logits, targets, ks, counts, n_train=n_train, kind="scores")
+    values = ranking_metrics(scores, targets, ks, counts, n_train=n_train, kind=kind)
     return {k: v for k, v in values.items() if "@" in k}
+
+
+def _evaluate_in_memory(run_dir, split: str, rule: DecisionRule, cache, ks) -> tuple[dict, list[dict]]:
+    """Metrics and per-class rows from the split's whole N x C logits (:func:`predict`): C <= 1,000."""
+    from . import metrics as M
+
+    logits, targets, _, cfg = predict(run_dir, split, cache)
+    values = {**M.evaluate_rule(logits, targets, rule), **ranking_values(logits, targets, run_cache(run_dir, cache), ks)}
+    return values, M.per_class(logits, targets, rule, cfg["classes"])
+
+
+def _evaluate_blocked(run_dir, split: str, rule: DecisionRule, cache, ks) -> tuple[dict, list[dict]]:
+    """The same from row blocks of the head's logits over the cache (:mod:`mlhead.blockeval`): C > 1,000,
+    memory bounded by a block, never N x C."""
+    from . import blockeval as B
+    from .ranking import check_ks
+
+    head, cfg = load_head(run_dir)
+    c = run_cache(run_dir, cache)
+    labels = c.load_sparse(split)
+    ks = ranking_ks(labels.shape[1], ks)
+    kmax = max(check_ks(ks, labels.shape[1])) if ks else 0
+    values, rows, topk = B.evaluate_blocks(B.head_blocks(head, c, split), labels, rule, cfg["classes"], kmax)
+    return {**values, **ranking_values(topk, labels, c, ks, kind="topk")}, rows
 
 
 def evaluate_run(run_dir, split: str = "test", rule: DecisionRule | None = None, cache=None, output=None,
@@ -570,18 +611,19 @@ def evaluate_run(run_dir, split: str = "test", rule: DecisionRule | None = None,
     recipe (``DecisionRule(activation, threshold, tuned_on="val")``) gets per-class thresholds
     chosen on that split (maximising each class's F1) and applied to ``split``. ``ks``: the cut-offs of
     the ranking metrics P@k, R@k, nDCG@k, PSP@k added to the metrics (:func:`ranking_values`; default
-    1, 3, 5 where <= C). Returns the eval document {split, rule, metrics, per_class, path, config,
-    warnings, notes}: ``warnings`` from :func:`mlhead.metrics.rule_warnings` (also written into the
-    JSON), ``notes`` why the run directory was not written when ``output`` was (``path`` None then).
-    Raises RunError/CacheError (missing run, cache mismatch) and ConfigError (a rule that does not fit
-    the run, a k outside 1..C).
+    1, 3, 5 where <= C). Above :data:`mlhead.metrics.MANY_CLASSES` classes the split is evaluated in row
+    blocks (:mod:`mlhead.blockeval`: same keys and values, memory bounded by a block instead of N x C).
+    Returns the eval document {split, rule, metrics, per_class, path, config, warnings, notes}:
+    ``warnings`` from :func:`mlhead.metrics.rule_warnings` (also written into the JSON), ``notes`` why the
+    run directory was not written when ``output`` was (``path`` None then). Raises RunError/CacheError
+    (missing run, cache mismatch) and ConfigError (a rule that does not fit the run, a k outside 1..C).
     """
     from . import metrics as M
 
     rule = resolve_rule(run_dir, rule, cache)
-    logits, targets, _, cfg = predict(run_dir, split, cache)
-    values = {**M.evaluate_rule(logits, targets, rule), **ranking_values(logits, targets, run_cache(run_dir, cache), ks)}
-    rows = M.per_class(logits, targets, rule, cfg["classes"])
+    cfg = load_config(run_dir)
+    evaluate = _evaluate_blocked if M._many(len(cfg["classes"])) else _evaluate_in_memory
+    values, rows = evaluate(run_dir, split, rule, cache, ks)
     warnings, notes = M.rule_warnings(values, rule), []
     path = write_evaluation(run_dir, split, {**rule.to_dict(), "slug": rule.slug}, values, rows, output,
                             warnings, notes)

@@ -36,7 +36,20 @@ def test_make_cache_writes_the_asked_layout_and_positives(tmp_path):
 
 def test_eval_part_prints_and_writes_its_ratio(tmp_path, capsys):
     out = tmp_path / "scale.json"
-    _bench().main(["--parts", "eval", "--eval-rows", "20", "--eval-classes", "1100", "--json", str(out)])
+    _bench().main(["--parts", "eval", "--eval-rows", "20", "--eval-classes", "1100", "--eval-paths", "", "--json", str(out)])
     doc = json.loads(out.read_text())["eval"]
     assert doc["speedup"] == doc["sklearn_s"] / doc["counts_s"] > 0
     assert "(d) eval 20 x 1100: sklearn / counts" in capsys.readouterr().out
+
+
+def test_eval_part_measures_blocked_and_dense_evaluate_run_with_equal_metrics(tmp_path, capsys):
+    out = tmp_path / "scale.json"
+    _bench().main(["--parts", "eval", "--eval-rows", "20", "--eval-classes", "1100", "--eval-run-rows", "300",
+                   "--eval-run-classes", "1100", "--eval-block-cells", str(7 * 1100), "--dim", "8", "--hidden", "8",
+                   "--json", str(out)])
+    run = json.loads(out.read_text())["eval"]["run"]
+    assert run["time_ratio_dense_over_blocked"] == run["dense"]["eval_s"] / run["blocked"]["eval_s"] > 0
+    assert run["rss_ratio_dense_over_blocked"] == run["dense"]["peak_rss"] / run["blocked"]["peak_rss"] > 0
+    assert run["max_rel_diff"] < 1e-9 and run["blocked"]["metrics"]["n_examples"] == 300
+    printed = capsys.readouterr().out
+    assert "(d) evaluate_run 300 x 1,100 time dense / blocked" in printed and "[blocked] peak RSS" in printed

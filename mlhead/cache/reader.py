@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -27,11 +28,14 @@ import scipy.sparse as sp
 import torch
 
 from ..errors import CacheError
-from .checksum import CHECKSUM_ATTR, changed_message, checksum_of
+from .checksum import CHECKSUM_ATTR, Checksum, changed_message, checksum_of
 from .fingerprint import fingerprint_digest
 from .journal import LABEL_DTYPE, partial_dir
 from .labels import labels_shape, layout_of, missing_label_parts
 from .resume import KEEP, REFUSE, ResumeDecision, resume_decision
+
+#: cells of a dense labels dataset converted at once by :meth:`Cache.load_sparse` (16 MiB of uint8)
+SPARSE_READ_CELLS = 1 << 24
 
 #: the order splits are listed in (others after these, by name)
 SPLIT_ORDER = {"train": 0, "val": 1, "test": 2}
@@ -111,13 +115,46 @@ class Cache:
         with h5py.File(self.path, "r") as f:
             return self._embeddings(self._group(f, split), dtype, verify)
 
+    def _row_blocks(self, ds: h5py.Dataset, rows: int, verify: bool) -> Iterator[np.ndarray]:
+        """``ds`` as stored, ``rows`` rows at a time in row order; with ``verify``, the blocks are hashed as
+        they are read and, after the last one, compared with the stored checksum (CacheError as :meth:`_read`)."""
+        want = ds.attrs.get(CHECKSUM_ATTR) if verify else None
+        digest = Checksum()
+        rows = max(int(rows), 1)
+        for start in range(0, ds.shape[0], rows):
+            block = ds[start:start + rows]
+            if want is not None:
+                digest.update(block)
+            yield block
+        if want is not None and digest.value() != decode_attr(want):
+            raise CacheError(changed_message(self.path, ds.name.strip("/")))
+
+    def iter_embeddings(self, split: str, rows: int, verify: bool = True) -> Iterator[np.ndarray]:
+        """The embeddings of one split as stored (float16), ``rows`` rows at a time in row order (the last
+        block may be shorter): bounded memory whatever N. ``verify``: the blocks are hashed as they are
+        read and, after the last one, compared with the stored checksum (CacheError naming the split and
+        dataset when it differs, as :meth:`load`). Raises CacheError for an unknown split."""
+        with h5py.File(self.path, "r") as f:
+            yield from self._row_blocks(self._group(f, split)["embeddings"], rows, verify)
+
+    def _dense_as_sparse(self, ds: h5py.Dataset, verify: bool) -> sp.csr_matrix:
+        """A dense ``labels`` dataset (N x C uint8) as CSR, read in row blocks of at most
+        :data:`SPARSE_READ_CELLS` cells, so the dense N x C never sits in memory."""
+        n, c = ds.shape
+        parts = [sp.csr_matrix(b.astype(LABEL_DTYPE, copy=False))
+                 for b in self._row_blocks(ds, SPARSE_READ_CELLS // max(c, 1), verify)]
+        return sp.vstack(parts, format="csr", dtype=LABEL_DTYPE) if parts else sp.csr_matrix((n, c), dtype=LABEL_DTYPE)
+
     def load_sparse(self, split: str, verify: bool = True) -> sp.csr_matrix:
         """The labels of one split as a ``scipy.sparse.csr_matrix`` (N x C, uint8 ones), from either
-        stored layout (dense caches are converted). ``verify`` as in :meth:`load`; raises CacheError
+        stored layout (a dense layout is converted in row blocks of at most :data:`SPARSE_READ_CELLS`
+        cells: memory is the CSR result plus one block). ``verify`` as in :meth:`load`; raises CacheError
         like it."""
         with h5py.File(self.path, "r") as f:
-            lab = self._labels(self._group(f, split), verify)
-        return lab if sp.issparse(lab) else sp.csr_matrix(lab)
+            g = self._group(f, split)
+            if layout_of(g) == "dense":
+                return self._dense_as_sparse(g["labels"], verify)
+            return self._labels(g, verify)
 
     def labels_layout(self, split: str) -> str:
         """"dense" or "csr": how ``split``'s labels are stored (see :mod:`mlhead.cache.labels`)."""
