@@ -326,8 +326,11 @@ class DecisionRule:
         """:meth:`apply` on logits already validated by :func:`as_logits` and :meth:`check`."""
         n, c = z.shape
         if self.top_k is not None:
-            # Every activation is increasing within a row, so the row's order is the logits' order.
-            order = np.argsort(-z, axis=1, kind="stable")[:, : self.top_k]
+            # Every activation is increasing within a row, so the row's order is the logits' order;
+            # a partial top-k (ties to the lower class index, as a stable argsort) instead of a full sort
+            from .ranking import topk_indices
+
+            order = topk_indices(z, self.top_k)
             pred = np.zeros((n, c), dtype=np.uint8)
             np.put_along_axis(pred, order, 1, axis=1)
             return pred
