@@ -522,16 +522,17 @@ def _hinge_operands(z: Tensor, pos: Tensor, margin: float) -> tuple[Tensor, Tens
     """``(zi, zj)``, both ``z.shape``: ``zi`` = z on positive labels and +inf elsewhere, ``zj`` = margin + z
     on negative labels and -inf elsewhere, so ``zj[j] - zi[i]`` is the hinge argument ``margin + z_j -
     z_i`` of a (positive i, negative j) pair and -inf for every other pair (no pair mask needed)."""
-    return z.masked_fill(~pos, math.inf), (z + margin).masked_fill(pos, -math.inf)
+    return torch.where(pos, z, math.inf), torch.where(pos, -math.inf, z + margin)
 
 
-def _compact_positives(pos: Tensor, has_neg: Tensor) -> Tensor:
-    """Column indices ``(..., b, P)`` of each example's positive labels (in label order) in a block's
-    ``pos`` ``(..., b, i)``: P = the most positives of an example with a negative (at least 1); the
-    remaining columns are padding, i.e. non-positive labels or positives of examples without a negative,
-    both of which have no pair.  The pair terms then cost B*C*P instead of B*C^2 (one host sync for P)."""
-    P = int((pos & has_neg).sum(-1).max())
-    return torch.argsort(pos.to(torch.uint8), dim=-1, descending=True, stable=True)[..., :max(P, 1)]
+def _compact_positives(y: Tensor, has_neg: Tensor) -> Tensor:
+    """Column indices ``(..., b, P)`` of each example's positive labels in a block's 0/1 targets ``y``
+    ``(..., b, i)`` (in no particular order): P = the most positives of an example with a negative (at
+    least 1); the remaining columns are padding, i.e. non-positive labels or positives of examples
+    without a negative, both of which have no pair.  The pair terms then cost B*C*P instead of B*C^2
+    (one host sync for P)."""
+    P = int((y * has_neg).sum(-1).max())
+    return torch.topk(y, max(P, 1), dim=-1, sorted=False).indices
 
 
 def _block_hinge(zi: Tensor, zj: Tensor, block: tuple[int, int, int, int], cols: Tensor) -> Tensor:
@@ -562,7 +563,8 @@ def _amin_labels(x: Tensor) -> Tensor:
 
 
 def _warp_rank(violates: Tensor, order: Tensor, neg: Tensor, n_neg: Tensor) -> Tensor:
-    """WARP's sampled rank of each positive i on one block: ``floor(#neg / draws)``, 0 without violator.
+    """WARP's sampled rank of each positive i on one block: ``floor(#neg / draws)`` where i has a
+    violator; elsewhere some finite value (i has no hinge and no gradient there, so it is never used).
 
     ``violates`` ``(..., b, C, i)``: 1.0 where (positive i, negative j) violates the margin, else 0.0;
     ``order`` ``(b, C, i)``: ``C +`` the position of label j in positive i's visiting order
@@ -572,10 +574,12 @@ def _warp_rank(violates: Tensor, order: Tensor, neg: Tensor, n_neg: Tensor) -> T
     ``where`` over B x C x C cost several times more than float passes.
     """
     C = order.shape[-2]
-    first = _amin_labels(torch.add(order, violates, alpha=-C))  # position of the first violator; >= C: none
-    later = (order - (first + C).unsqueeze(-2)).clamp_(0, 1)  # 1.0 where visited after the first violator
+    first = _amin_labels(torch.add(order, violates, alpha=-C)).add_(C)  # C + first violator's position
+    later = (order - first.unsqueeze(-2)).clamp_(0, 1)  # 1.0 where visited after the first violator
     draws = n_neg - torch.matmul(neg, later).squeeze(-2)
-    return torch.where(first < C, torch.div(n_neg, draws.clamp(min=1), rounding_mode="floor"), 0)
+    # floor of the float quotient: exact for integer counts below 2^22 (the quotient is >= 1/(2C) away
+    # from the next integer); clamp: no 0/0 where there is no violator
+    return (n_neg / draws.clamp_(min=1)).floor_()
 
 
 def _key_order(keys: Tensor) -> Tensor:
@@ -593,37 +597,41 @@ class _PairHinge(torch.autograd.Function):
     ``w_i = 1`` (ranking, ``keys=None``) or WARP's sampled rank (``keys``: callable giving each block's
     key order, :func:`_key_order`; the rank is a count and gets no gradient).
 
-    ``forward(z (..., B, C) float, pos (..., B, C) bool, margin, keys) -> (..., B)``.  Backward, with V the
-    violating pairs (``margin + z_j - z_i > 0``; the hinge's derivative at 0 is 0, as ``relu``'s):
-    ``grad z_j = g sum_i w_i V_ij`` (a matmul) and ``grad z_i = -g w_i sum_j V_ij``, instead of autograd
-    through B x C x C where/relu temporaries.  A single block keeps V (float 0/1) for backward; more
-    blocks recompute it block by block, so memory stays bounded.  Computed with autocast off (the
-    counts and weights stay exact).
+    ``forward(z (..., B, C) float, y (..., B, C) 0/1 of z's dtype, margin, keys) -> (..., B)``.  Backward,
+    with V the violating pairs (``margin + z_j - z_i > 0``; the hinge's derivative at 0 is 0, as
+    ``relu``'s): ``grad z_j = g sum_i w_i V_ij`` (a matmul) and ``grad z_i = -g w_i sum_j V_ij``, instead
+    of autograd through B x C x C where/relu temporaries.  A single block keeps V (float 0/1) for
+    backward; more blocks recompute it block by block, so memory stays bounded.  Computed with autocast
+    off (the counts and weights stay exact).
     """
 
     @staticmethod
-    def forward(ctx, z: Tensor, pos: Tensor, margin: float, keys: Callable | None) -> Tensor:
+    def forward(ctx, z: Tensor, y: Tensor, margin: float, keys: Callable | None) -> Tensor:
         with torch.autocast(z.device.type, enabled=False):
             *lead, B, C = z.shape
             blocks = _pair_blocks(math.prod(lead), B, C)
-            zi, zj = _hinge_operands(z, pos, margin)
-            neg = (~pos).to(z.dtype)
+            zi, zj = _hinge_operands(z, y > 0.5, margin)
+            neg = 1 - y
             n_neg = neg.sum(-1, keepdim=True)
-            rows, saved = z.new_zeros(z.shape[:-1]), []
-            for block, order in zip(blocks, keys(blocks) if keys is not None else [None] * len(blocks)):
-                b0, b1, i0, i1 = block
-                cols = _compact_positives(pos[..., b0:b1, i0:i1], n_neg[..., b0:b1, :] > 0)
-                h = _block_hinge(zi, zj, block, cols)
-                hinge, violates, rank = h.sum(-2), h.sign_(), None
-                if order is not None:
-                    order = _gather_columns(order, cols)
-                    rank = _warp_rank(violates, order, neg[..., b0:b1, None, :], n_neg[..., b0:b1, :])
-                    hinge = rank * hinge
-                rows[..., b0:b1] += hinge.sum(-1)
-                saved.append((cols, rank, violates if len(blocks) == 1 else None))
+            orders = keys(blocks) if keys is not None else [None] * len(blocks)
+            parts = [_PairHinge._block(zi, zj, y, neg, n_neg, block, order, len(blocks) == 1)
+                     for block, order in zip(blocks, orders)]
         ctx.save_for_backward(zi, zj)
-        ctx.blocks, ctx.saved = blocks, saved
-        return rows
+        ctx.blocks, ctx.saved = blocks, [saved for _, saved in parts]
+        return parts[0][0] if len(parts) == 1 else torch.cat([rows for rows, _ in parts], -1).view(*lead, B, -1).sum(-1)
+
+    @staticmethod
+    def _block(zi, zj, y, neg, n_neg, block, order, keep):
+        """One block's per-example sums ``(..., b1-b0)`` and what backward needs: (columns, rank,
+        violations if ``keep``)."""
+        b0, b1, i0, i1 = block
+        cols = _compact_positives(y[..., b0:b1, i0:i1], n_neg[..., b0:b1, :] > 0)
+        h = _block_hinge(zi, zj, block, cols)
+        hinge, violates, rank = h.sum(-2), h.sign_(), None
+        if order is not None:
+            rank = _warp_rank(violates, _gather_columns(order, cols), neg[..., b0:b1, None, :], n_neg[..., b0:b1, :])
+            hinge = rank * hinge
+        return hinge.sum(-1), (cols, rank, violates if keep else None)
 
     @staticmethod
     @once_differentiable
@@ -635,15 +643,13 @@ class _PairHinge(torch.autograd.Function):
                 b0, b1, i0, i1 = block
                 if violates is None:
                     violates = _block_hinge(zi, zj, block, cols).sign_()
-                gb = g[..., b0:b1, None]
+                w = g[..., b0:b1, None]
                 if rank is None:  # w_i = 1: violation counts times the example's gradient
-                    grad[..., b0:b1, :] += violates.sum(-1) * gb
-                    gi = violates.sum(-2) * gb
+                    grad[..., b0:b1, :] += violates.sum(-1) * w
                 else:
-                    w = rank * gb
+                    w = rank * w
                     grad[..., b0:b1, :] += torch.matmul(violates, w.unsqueeze(-1)).squeeze(-1)
-                    gi = violates.sum(-2) * w
-                grad[..., b0:b1, i0:i1].scatter_add_(-1, cols, -gi)
+                grad[..., b0:b1, i0:i1].scatter_add_(-1, cols, violates.sum(-2).mul_(w).neg_())
         return grad, None, None, None
 
 
@@ -923,7 +929,7 @@ class RankingLoss(Loss):
     SOFT_TARGETS = False
 
     def _loss(self, z: Tensor, y: Tensor) -> Tensor:
-        return _PairHinge.apply(z, y > 0.5, self.margin, None).mean(-1)
+        return _PairHinge.apply(z, y, self.margin, None).mean(-1)
 
 
 @register("warp")
@@ -994,7 +1000,7 @@ class WARPLoss(Loss):
     def _loss(self, z: Tensor, y: Tensor) -> Tensor:
         B, C = z.shape[-2:]
         keys = functools.partial(self._block_keys, B, C, z.device)
-        return _PairHinge.apply(z, y > 0.5, self.margin, keys).mean(-1)
+        return _PairHinge.apply(z, y, self.margin, keys).mean(-1)
 
 
 @register("bpmll")
