@@ -17,6 +17,7 @@ import argparse
 import json
 import os
 import sys
+import time
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -110,9 +111,22 @@ def _loss_fn(name: str, z, y):
     return run
 
 
+def _per_step(fn, steps: int) -> tuple[float, float]:
+    """(wall, process CPU) seconds per call of ``fn`` over ``steps`` calls after one warm-up call. On a
+    loaded machine the CPU clock (time this single-threaded process ran) is the steadier of the two."""
+    fn()
+    w, c = time.perf_counter(), time.process_time()
+    for _ in range(steps):
+        fn()
+    return (time.perf_counter() - w) / steps, (time.process_time() - c) / steps
+
+
+KINDS = ("step_wall", "step_cpu", "loss_wall", "loss_cpu")
+
+
 def measure(d: int, c: int, prec: str, steps: int, rounds: int) -> dict:
-    """Best seconds per training step and per loss forward+backward, old and new, rounds interleaved."""
-    from bench import roofline
+    """Best seconds per training step and per loss forward+backward (wall and CPU clock), old and new
+    code, rounds alternating the order of the two variants."""
     from bench.bench_train import BATCH, _loss_step_fn
     from mlhead.device import dtype_of
 
@@ -122,14 +136,13 @@ def measure(d: int, c: int, prec: str, steps: int, rounds: int) -> dict:
     y = (torch.rand(BATCH, c, generator=gen) < 0.1).float()
     z = torch.randn(BATCH, c, generator=gen).requires_grad_()
     fns = {name: (_loss_step_fn(name, x, y, d, c, dev, prec), _loss_fn(name, z, y)) for name in LOSSES}
-    best = {v: {n: [float("inf"), float("inf")] for n in LOSSES} for v in ("old", "new")}
+    best = {v: {n: dict.fromkeys(KINDS, float("inf")) for n in LOSSES} for v in ("old", "new")}
     for r in range(rounds):
         for variant in ("old", "new") if r % 2 == 0 else ("new", "old"):
             with old_code() if variant == "old" else _nothing():
                 for name, (step, lossf) in fns.items():
-                    b = best[variant][name]
-                    b[0] = min(b[0], roofline._best_time(lambda: [step() for _ in range(steps)], 1, warmup=1) / steps)
-                    b[1] = min(b[1], roofline._best_time(lambda: [lossf() for _ in range(steps)], 1, warmup=1) / steps)
+                    times = _per_step(step, steps) + _per_step(lossf, steps)
+                    best[variant][name] = {k: min(best[variant][name][k], t) for k, t in zip(KINDS, times)}
     return _ratios(best)
 
 
@@ -139,27 +152,34 @@ def _nothing():
 
 
 def _ratios(best: dict) -> dict:
-    ce = min(best["old"]["crossentropy"][0], best["new"]["crossentropy"][0])  # same code in both variants
+    """Per loss and clock: old and new seconds, ratio to the crossentropy step (the same code in both
+    variants, so its best over both), and new/old."""
     out = {}
     for name in LOSSES:
-        (o_step, o_loss), (n_step, n_loss) = best["old"][name], best["new"][name]
-        out[name] = {"old_step_s": o_step, "new_step_s": n_step, "old_ratio_to_crossentropy": o_step / ce,
-                     "new_ratio_to_crossentropy": n_step / ce, "new_over_old_step": n_step / o_step,
-                     "old_loss_fwd_bwd_s": o_loss, "new_loss_fwd_bwd_s": n_loss, "new_over_old_loss": n_loss / o_loss}
+        out[name] = r = {}
+        for kind in KINDS:
+            o, n = best["old"][name][kind], best["new"][name][kind]
+            r[f"old_{kind}_s"], r[f"new_{kind}_s"], r[f"{kind}_new_over_old"] = o, n, n / o
+            if kind.startswith("step"):
+                ce = min(best["old"]["crossentropy"][kind], best["new"]["crossentropy"][kind])
+                r[f"old_{kind}_ratio_to_crossentropy"], r[f"new_{kind}_ratio_to_crossentropy"] = o / ce, n / ce
     return out
 
 
 def _print(res: dict, d: int, c: int) -> None:
     from bench.bench_train import BATCH, HIDDEN
 
-    print(f"\n== pairwise losses, training step of a single head {BATCH} x {d} -> {HIDDEN} -> {c} "
-          f"(ratios to the crossentropy step of this run)")
-    print(f"{'loss':<14}{'old ms':>8}{'old x':>7}{'new ms':>8}{'new x':>7}{'new/old':>9}"
-          f"{'loss fwd+bwd old ms':>21}{'new ms':>8}{'new/old':>9}")
-    for name, v in res.items():
-        print(f"{name:<14}{1e3 * v['old_step_s']:>8.2f}{v['old_ratio_to_crossentropy']:>7.2f}"
-              f"{1e3 * v['new_step_s']:>8.2f}{v['new_ratio_to_crossentropy']:>7.2f}{v['new_over_old_step']:>9.2f}"
-              f"{1e3 * v['old_loss_fwd_bwd_s']:>21.3f}{1e3 * v['new_loss_fwd_bwd_s']:>8.3f}{v['new_over_old_loss']:>9.2f}")
+    print(f"\n== pairwise losses: training step of a single head {BATCH} x {d} -> {HIDDEN} -> {c} (x: ratio to the "
+          f"crossentropy step of this run), and the loss's own forward+backward on {BATCH} x {c} logits")
+    for clock in ("wall", "cpu"):
+        print(f"-- {clock} clock")
+        print(f"{'loss':<14}{'old ms':>8}{'old x':>7}{'new ms':>8}{'new x':>7}{'new/old':>9}"
+              f"{'loss old ms':>13}{'new ms':>8}{'new/old':>9}")
+        for name, v in res.items():
+            s, lo = f"step_{clock}", f"loss_{clock}"
+            print(f"{name:<14}{1e3 * v[f'old_{s}_s']:>8.2f}{v[f'old_{s}_ratio_to_crossentropy']:>7.2f}"
+                  f"{1e3 * v[f'new_{s}_s']:>8.2f}{v[f'new_{s}_ratio_to_crossentropy']:>7.2f}{v[f'{s}_new_over_old']:>9.2f}"
+                  f"{1e3 * v[f'old_{lo}_s']:>13.3f}{1e3 * v[f'new_{lo}_s']:>8.3f}{v[f'{lo}_new_over_old']:>9.2f}")
     print("target: every loss <= 1.3x the crossentropy step")
 
 

@@ -502,7 +502,7 @@ def _logsumexp_with_zero(x: Tensor) -> Tensor:
 
 #: Most pair terms (stacked runs x examples x positive labels x labels) in one block of the pairwise
 #: hinge losses (ranking, warp); a larger batch is computed block by block (same result up to float
-#: rounding), so their memory stays bounded whatever B and C are (about 16 bytes per term in float32).
+#: rounding), so their memory stays bounded whatever B and C are (8-20 bytes per term in float32).
 PAIR_BLOCK_ELEMENTS = 16 * 2**20
 
 
@@ -915,11 +915,12 @@ class RankingLoss(Loss):
     Per example ``sum_{i pos} sum_{j neg} max(0, margin + s_j - s_i)``; mean over batch.
     Examples with no positive or no negative label contribute 0.
 
-    Cost: B*C^2 pair terms per stacked run (200,704 at B = 256, C = 28), computed by :class:`_PairHinge`
-    with a hand-written backward (two reductions of the violation mask).  Memory per block: the float
-    differences (4 bytes per term in float32, 8 in float64) plus two bool masks (1 byte each, one kept
-    for backward); a batch above :data:`PAIR_BLOCK_ELEMENTS` (64 Mi) terms is computed in blocks of
-    examples, or of labels of one example, so the peak stays about 6 bytes x 64 Mi = 384 MiB
+    Cost: B*C*P pair terms per stacked run, P = the most positive labels of an example in the batch
+    (at most C; B*C^2 = 200,704 at B = 256, C = 28, and about 57,000 when P = 8), computed by
+    :class:`_PairHinge`: float passes only and a hand-written backward (two reductions of the violation
+    mask).  Memory: about 8 bytes per term in float32 (the hinge, turned into the violation mask kept
+    for backward), twice in float64; a batch above :data:`PAIR_BLOCK_ELEMENTS` (16 Mi) terms is
+    computed in blocks of examples, or of labels of one example, so the peak stays about 128 MiB
     whatever B and C are (or ``K * C`` terms per block when that alone exceeds the cap).
     """
 
@@ -948,15 +949,18 @@ class WARPLoss(Loss):
     same call gives the same value, and the K stacked runs share the keys (each entry equals its
     2-D call).  Mean over batch; examples with no positive or no negative label contribute 0.
 
-    Cost: B*C^2 pair terms per stacked run (200,704 at B = 256, C = 28) plus the B*C^2 keys (drawn
-    once per batch shape and kept while B*C^2 <= :data:`PAIR_BLOCK_ELEMENTS`), computed by
-    :class:`_PairHinge` with a hand-written backward.  Memory per block: the float differences and
-    the masked keys (4 bytes per term each in float32) plus about three bool masks (1 byte each, one
-    kept for backward), i.e. at most ~11 bytes x 64 Mi = 704 MiB above the batch's own tensors,
-    whatever B and C are: a larger batch is computed in blocks of examples, or of labels of one
-    example.  Above the cap the keys are drawn block by block from the same seeded generator, in the
-    order of one ``torch.rand((B, C, C))`` call: on CPU the same numbers (tested); on CUDA, whose
-    generator is counter-based per call, they differ from one whole draw (and depend on the cap).
+    Cost: B*C*P pair terms per stacked run, P = the most positive labels of an example in the batch
+    (at most C; B*C^2 = 200,704 at B = 256, C = 28, and about 57,000 when P = 8), each with its hinge
+    and its part of the rank estimate, computed by :class:`_PairHinge` (float passes only, a
+    hand-written backward); plus the B*C^2 keys, drawn once per batch shape and kept as their visiting
+    order (:func:`_key_order`, 4 bytes per key) while B*C^2 <= :data:`PAIR_BLOCK_ELEMENTS`.  Memory:
+    about 20 bytes per term in float32 (hinge/violation mask kept for backward, the gathered key
+    order, the masked order, the "visited later" mask), twice in float64; a batch above
+    :data:`PAIR_BLOCK_ELEMENTS` (16 Mi) terms is computed in blocks of examples, or of labels of one
+    example, so the peak stays about 320 MiB whatever B and C are.  Above the cap the keys are drawn
+    block by block from the same seeded generator, in the order of one ``torch.rand((B, C, C))``
+    call: on CPU the same numbers (tested); on CUDA, whose generator is counter-based per call, they
+    differ from one whole draw (and depend on the cap).
     """
 
     OPTIONS = {
