@@ -43,6 +43,7 @@ Policies (shared by all losses; also stated in each class):
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
 from dataclasses import dataclass
@@ -591,6 +592,11 @@ def _key_order(keys: Tensor) -> Tensor:
     return (pos.to(torch.float32) + C).transpose(-1, -2).contiguous()
 
 
+def _no_autocast(device_type: str):
+    """Autocast off (a no-op context when it is off already, which is cheaper than torch.autocast)."""
+    return torch.autocast(device_type, enabled=False) if torch.is_autocast_enabled(device_type) else contextlib.nullcontext()
+
+
 class _PairHinge(torch.autograd.Function):
     """Per example ``sum_{i pos} w_i sum_{j neg} max(0, margin + z_j - z_i)``, block by block
     (:func:`_pair_blocks`), over each example's positive labels only (:func:`_compact_positives`):
@@ -607,7 +613,7 @@ class _PairHinge(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, z: Tensor, y: Tensor, margin: float, keys: Callable | None) -> Tensor:
-        with torch.autocast(z.device.type, enabled=False):
+        with _no_autocast(z.device.type):
             *lead, B, C = z.shape
             blocks = _pair_blocks(math.prod(lead), B, C)
             zi, zj = _hinge_operands(z, y > 0.5, margin)
@@ -637,7 +643,7 @@ class _PairHinge(torch.autograd.Function):
     @once_differentiable
     def backward(ctx, g: Tensor):
         zi, zj = ctx.saved_tensors
-        with torch.autocast(zi.device.type, enabled=False):
+        with _no_autocast(zi.device.type):
             grad = torch.zeros_like(zi)
             for block, (cols, rank, violates) in zip(ctx.blocks, ctx.saved):
                 b0, b1, i0, i1 = block
