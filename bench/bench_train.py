@@ -256,8 +256,8 @@ def _loss_step_fn(name: str, x, y, d: int, c: int, dev, prec):
 
 
 #: What the pairwise losses cost beyond the head (C classes, batch B).
-PAIRWISE_COST = {"ranking": "B*C^2 hinge terms (B x C x C tensors)",
-                 "warp": "B*C^2 hinge terms + B*C^2 seeded sampling keys",
+PAIRWISE_COST = {"ranking": "B*C*P hinge terms (P: most positives of an example)",
+                 "warp": "B*C*P hinge terms + WARP rank on them (cached B*C^2 key order)",
                  "bpmll": "O(B*C): two masked logsumexp per example", "lsep": "O(B*C): two masked logsumexp"}
 
 

@@ -43,13 +43,16 @@ Policies (shared by all losses; also stated in each class):
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import math
 from dataclasses import dataclass
-from typing import Any, Callable, ClassVar
+from typing import Any, Callable, ClassVar, Iterator
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.autograd.function import once_differentiable
 
 from .errors import ConfigError
 
@@ -498,16 +501,162 @@ def _logsumexp_with_zero(x: Tensor) -> Tensor:
     return torch.logsumexp(torch.cat([zero, x], dim=-1), dim=-1)
 
 
-def _pairs(z: Tensor, y: Tensor, margin: float = 0.0) -> tuple[Tensor, Tensor]:
-    """Pairwise differences and the (positive i, negative j) mask, both ``(..., B, C, C)``.
+#: Most pair terms (stacked runs x examples x positive labels x labels) in one block of the pairwise
+#: hinge losses (ranking, warp); a larger batch is computed block by block (same result up to float
+#: rounding), so their memory stays bounded whatever B and C are (8-20 bytes per term in float32).
+PAIR_BLOCK_ELEMENTS = 16 * 2**20
 
-    ``diff[..., b, i, j] = margin + z[b, j] - z[b, i]``; ``pair[..., b, i, j]`` is true when
-    label i is positive and label j negative for example b.
+
+def _pair_blocks(lead: int, B: int, C: int) -> list[tuple[int, int, int, int]]:
+    """Blocks ``(b0, b1, i0, i1)`` of the (example b, label i) grid of a ``lead x B x C`` batch, in
+    row-major order: whole examples while ``lead * (b1-b0) * C * C <= PAIR_BLOCK_ELEMENTS``, else one
+    example at a time in chunks of labels i (``lead * (i1-i0) * C`` terms, at least one label)."""
+    per_row = lead * C * C
+    if per_row <= PAIR_BLOCK_ELEMENTS:
+        nb = PAIR_BLOCK_ELEMENTS // per_row
+        return [(b0, min(B, b0 + nb), 0, C) for b0 in range(0, B, nb)]
+    ni = max(1, PAIR_BLOCK_ELEMENTS // (lead * C))
+    return [(b, b + 1, i0, min(C, i0 + ni)) for b in range(B) for i0 in range(0, C, ni)]
+
+
+def _hinge_operands(z: Tensor, pos: Tensor, margin: float) -> tuple[Tensor, Tensor]:
+    """``(zi, zj)``, both ``z.shape``: ``zi`` = z on positive labels and +inf elsewhere, ``zj`` = margin + z
+    on negative labels and -inf elsewhere, so ``zj[j] - zi[i]`` is the hinge argument ``margin + z_j -
+    z_i`` of a (positive i, negative j) pair and -inf for every other pair (no pair mask needed)."""
+    return torch.where(pos, z, math.inf), torch.where(pos, -math.inf, z + margin)
+
+
+def _compact_positives(y: Tensor, has_neg: Tensor) -> Tensor:
+    """Column indices ``(..., b, P)`` of each example's positive labels in a block's 0/1 targets ``y``
+    ``(..., b, i)`` (in no particular order): P = the most positives of an example with a negative (at
+    least 1); the remaining columns are padding, i.e. non-positive labels or positives of examples
+    without a negative, both of which have no pair.  The pair terms then cost B*C*P instead of B*C^2
+    (one host sync for P)."""
+    P = int((y * has_neg).sum(-1).max())
+    return torch.topk(y, max(P, 1), dim=-1, sorted=False).indices
+
+
+def _block_hinge(zi: Tensor, zj: Tensor, block: tuple[int, int, int, int], cols: Tensor) -> Tensor:
+    """``max(0, zj[b, j] - zi[b, i])`` on one block for the columns ``cols`` (:func:`_compact_positives`)
+    of labels ``i0:i1``, laid out ``(..., b1-b0, C, P)`` (index j before i, so that the sums and minima
+    over j run along a non-innermost dimension, which torch's CPU kernels vectorize)."""
+    b0, b1, i0, i1 = block
+    zi_b = zi[..., b0:b1, i0:i1].gather(-1, cols)
+    return (zj[..., b0:b1, :, None] - zi_b.unsqueeze(-2)).clamp_min_(0)
+
+
+def _gather_columns(order: Tensor, cols: Tensor) -> Tensor:
+    """``order`` ``(b, C, i)`` at the columns ``cols`` ``(..., b, P)``: ``(..., b, C, P)``."""
+    idx = cols.unsqueeze(-2).expand(*cols.shape[:-1], order.shape[-2], cols.shape[-1])
+    return order.expand(*cols.shape[:-2], *order.shape).gather(-1, idx)
+
+
+def _amin_labels(x: Tensor) -> Tensor:
+    """``x.amin(-2)`` (exact) by halving with ``torch.minimum``: on CPU a few times faster than ``amin``
+    over a short middle dimension (148 vs 495 us at 256 x 28 x 28 float32, one thread, under load)."""
+    while x.shape[-2] > 1:
+        n, h = x.shape[-2], x.shape[-2] // 2
+        m = torch.minimum(x[..., :h, :], x[..., n - h:, :])
+        if n % 2:  # the middle row
+            m[..., :1, :] = torch.minimum(m[..., :1, :], x[..., h:h + 1, :])
+        x = m
+    return x[..., 0, :]
+
+
+def _warp_rank(violates: Tensor, order: Tensor, neg: Tensor, n_neg: Tensor) -> Tensor:
+    """WARP's sampled rank of each positive i on one block: ``floor(#neg / draws)`` where i has a
+    violator; elsewhere some finite value (i has no hinge and no gradient there, so it is never used).
+
+    ``violates`` ``(..., b, C, i)``: 1.0 where (positive i, negative j) violates the margin, else 0.0;
+    ``order`` ``(b, C, i)``: ``C +`` the position of label j in positive i's visiting order
+    (:func:`_key_order`); ``neg`` ``(..., b, 1, C)`` 1.0 on negatives; ``n_neg`` ``(..., b, 1)`` their
+    number.  ``draws`` = the negatives visited up to the first violator (the violator with the smallest
+    position).  Exact integer arithmetic in floats, no bool masks: on CPU, torch's bool ops and
+    ``where`` over B x C x C cost several times more than float passes.
     """
-    pos = y > 0.5
-    diff = margin + z.unsqueeze(-2) - z.unsqueeze(-1)
-    pair = pos.unsqueeze(-1) & (~pos).unsqueeze(-2)
-    return diff, pair
+    C = order.shape[-2]
+    first = _amin_labels(torch.add(order, violates, alpha=-C)).add_(C)  # C + first violator's position
+    later = (order - first.unsqueeze(-2)).clamp_(0, 1)  # 1.0 where visited after the first violator
+    draws = n_neg - torch.matmul(neg, later).squeeze(-2)
+    # floor of the float quotient: exact for integer counts below 2^22 (the quotient is >= 1/(2C) away
+    # from the next integer); clamp: no 0/0 where there is no violator
+    return (n_neg / draws.clamp_(min=1)).floor_()
+
+
+def _key_order(keys: Tensor) -> Tensor:
+    """``keys`` ``(b, i, C)`` -> ``(b, C, i)`` float32: ``C + #{j' : keys[b, i, j'] < keys[b, i, j]}`` at
+    ``[b, j, i]``, i.e. label j's position in the visiting order of positive i (equal keys: equal
+    positions, so comparisons of positions are comparisons of keys), shifted by C."""
+    C = keys.shape[-1]
+    pos = torch.searchsorted(keys.sort(-1).values, keys)
+    return (pos.to(torch.float32) + C).transpose(-1, -2).contiguous()
+
+
+def _no_autocast(device_type: str):
+    """Autocast off (a no-op context when it is off already, which is cheaper than torch.autocast)."""
+    return torch.autocast(device_type, enabled=False) if torch.is_autocast_enabled(device_type) else contextlib.nullcontext()
+
+
+class _PairHinge(torch.autograd.Function):
+    """Per example ``sum_{i pos} w_i sum_{j neg} max(0, margin + z_j - z_i)``, block by block
+    (:func:`_pair_blocks`), over each example's positive labels only (:func:`_compact_positives`):
+    ``w_i = 1`` (ranking, ``keys=None``) or WARP's sampled rank (``keys``: callable giving each block's
+    key order, :func:`_key_order`; the rank is a count and gets no gradient).
+
+    ``forward(z (..., B, C) float, y (..., B, C) 0/1 of z's dtype, margin, keys) -> (..., B)``.  Backward,
+    with V the violating pairs (``margin + z_j - z_i > 0``; the hinge's derivative at 0 is 0, as
+    ``relu``'s): ``grad z_j = g sum_i w_i V_ij`` (a matmul) and ``grad z_i = -g w_i sum_j V_ij``, instead
+    of autograd through B x C x C where/relu temporaries.  A single block keeps V (float 0/1) for
+    backward; more blocks recompute it block by block, so memory stays bounded.  Computed with autocast
+    off (the counts and weights stay exact).
+    """
+
+    @staticmethod
+    def forward(ctx, z: Tensor, y: Tensor, margin: float, keys: Callable | None) -> Tensor:
+        with _no_autocast(z.device.type):
+            *lead, B, C = z.shape
+            blocks = _pair_blocks(math.prod(lead), B, C)
+            zi, zj = _hinge_operands(z, y > 0.5, margin)
+            neg = 1 - y
+            n_neg = neg.sum(-1, keepdim=True)
+            orders = keys(blocks) if keys is not None else [None] * len(blocks)
+            parts = [_PairHinge._block(zi, zj, y, neg, n_neg, block, order, len(blocks) == 1)
+                     for block, order in zip(blocks, orders)]
+        ctx.save_for_backward(zi, zj)
+        ctx.blocks, ctx.saved = blocks, [saved for _, saved in parts]
+        return parts[0][0] if len(parts) == 1 else torch.cat([rows for rows, _ in parts], -1).view(*lead, B, -1).sum(-1)
+
+    @staticmethod
+    def _block(zi, zj, y, neg, n_neg, block, order, keep):
+        """One block's per-example sums ``(..., b1-b0)`` and what backward needs: (columns, rank,
+        violations if ``keep``)."""
+        b0, b1, i0, i1 = block
+        cols = _compact_positives(y[..., b0:b1, i0:i1], n_neg[..., b0:b1, :] > 0)
+        h = _block_hinge(zi, zj, block, cols)
+        hinge, violates, rank = h.sum(-2), h.sign_(), None
+        if order is not None:
+            rank = _warp_rank(violates, _gather_columns(order, cols), neg[..., b0:b1, None, :], n_neg[..., b0:b1, :])
+            hinge = rank * hinge
+        return hinge.sum(-1), (cols, rank, violates if keep else None)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, g: Tensor):
+        zi, zj = ctx.saved_tensors
+        with _no_autocast(zi.device.type):
+            grad = torch.zeros_like(zi)
+            for block, (cols, rank, violates) in zip(ctx.blocks, ctx.saved):
+                b0, b1, i0, i1 = block
+                if violates is None:
+                    violates = _block_hinge(zi, zj, block, cols).sign_()
+                w = g[..., b0:b1, None]
+                if rank is None:  # w_i = 1: violation counts times the example's gradient
+                    grad[..., b0:b1, :] += violates.sum(-1) * w
+                else:
+                    w = rank * w
+                    grad[..., b0:b1, :] += torch.matmul(violates, w.unsqueeze(-1)).squeeze(-1)
+                grad[..., b0:b1, i0:i1].scatter_add_(-1, cols, violates.sum(-2).mul_(w).neg_())
+        return grad, None, None, None
 
 
 _PAIR_POLICY = (
@@ -770,7 +919,15 @@ class RankingLoss(Loss):
     """Pairwise ranking (hinge) loss, ZLPR Eq. 22.
 
     Per example ``sum_{i pos} sum_{j neg} max(0, margin + s_j - s_i)``; mean over batch.
-    Examples with no positive or no negative label contribute 0.  Memory: B x C x C.
+    Examples with no positive or no negative label contribute 0.
+
+    Cost: B*C*P pair terms per stacked run, P = the most positive labels of an example in the batch
+    (at most C; B*C^2 = 200,704 at B = 256, C = 28, and about 57,000 when P = 8), computed by
+    :class:`_PairHinge`: float passes only and a hand-written backward (two reductions of the violation
+    mask).  Memory: about 8 bytes per term in float32 (the hinge, turned into the violation mask kept
+    for backward), twice in float64; a batch above :data:`PAIR_BLOCK_ELEMENTS` (16 Mi) terms is
+    computed in blocks of examples, or of labels of one example, so the peak stays about 128 MiB
+    whatever B and C are (or ``K * C`` terms per block when that alone exceeds the cap).
     """
 
     OPTIONS = {"margin": Option(1.0, _nonnegative, ">= 0", "hinge margin alpha_rl (ZLPR uses 1)")}
@@ -779,8 +936,7 @@ class RankingLoss(Loss):
     SOFT_TARGETS = False
 
     def _loss(self, z: Tensor, y: Tensor) -> Tensor:
-        diff, pair = _pairs(z, y, self.margin)
-        return torch.where(pair, F.relu(diff), 0).sum((-2, -1)).mean(-1)
+        return _PairHinge.apply(z, y, self.margin, None).mean(-1)
 
 
 @register("warp")
@@ -798,6 +954,19 @@ class WARPLoss(Loss):
     order for (example b, positive i) is the negatives j sorted by ``keys[b, i, j]``.  So the
     same call gives the same value, and the K stacked runs share the keys (each entry equals its
     2-D call).  Mean over batch; examples with no positive or no negative label contribute 0.
+
+    Cost: B*C*P pair terms per stacked run, P = the most positive labels of an example in the batch
+    (at most C; B*C^2 = 200,704 at B = 256, C = 28, and about 57,000 when P = 8), each with its hinge
+    and its part of the rank estimate, computed by :class:`_PairHinge` (float passes only, a
+    hand-written backward); plus the B*C^2 keys, drawn once per batch shape and kept as their visiting
+    order (:func:`_key_order`, 4 bytes per key) while B*C^2 <= :data:`PAIR_BLOCK_ELEMENTS`.  Memory:
+    about 20 bytes per term in float32 (hinge/violation mask kept for backward, the gathered key
+    order, the masked order, the "visited later" mask), twice in float64; a batch above
+    :data:`PAIR_BLOCK_ELEMENTS` (16 Mi) terms is computed in blocks of examples, or of labels of one
+    example, so the peak stays about 320 MiB whatever B and C are.  Above the cap the keys are drawn
+    block by block from the same seeded generator, in the order of one ``torch.rand((B, C, C))``
+    call: on CPU the same numbers (tested); on CUDA, whose generator is counter-based per call, they
+    differ from one whole draw (and depend on the cap).
     """
 
     OPTIONS = {
@@ -808,33 +977,40 @@ class WARPLoss(Loss):
     REDUCTION = "weighted sum over (positive, negative) pairs, mean over batch; " + _PAIR_POLICY
     SOFT_TARGETS = False
 
+    def _generator(self, device: torch.device) -> torch.Generator:
+        gen = torch.Generator(device=device)
+        gen.manual_seed(self.seed)
+        return gen
+
     def _keys(self, B: int, C: int, device: torch.device) -> Tensor:
-        """The sampling keys of a B x C batch: the same for every call by construction (a generator
-        freshly seeded with ``seed``), so drawn once per (B, C, device) and kept (at most 4 shapes)."""
+        """The sampling keys of a B x C batch, transposed: ``out[b, j, i] = keys[b, i, j]`` (the layout
+        of :func:`_block_hinge`).  The same for every call by construction (a generator freshly
+        seeded with ``seed``), so drawn once per (B, C, device) and kept (at most
+        :data:`PAIR_BLOCK_ELEMENTS` keys in all)."""
         cache = self.__dict__.setdefault("_key_cache", {})
         key = (B, C, str(device))
         if key not in cache:
-            gen = torch.Generator(device=device)
-            gen.manual_seed(self.seed)
-            if len(cache) >= 4:
+            if sum(k.numel() for k in cache.values()) + B * C * C > PAIR_BLOCK_ELEMENTS:
                 cache.clear()
-            cache[key] = torch.rand((B, C, C), generator=gen, device=device, dtype=torch.float32)
+            keys = torch.rand((B, C, C), generator=self._generator(device), device=device, dtype=torch.float32)
+            cache[key] = _key_order(keys)
         return cache[key]
+
+    def _block_keys(self, B: int, C: int, device: torch.device, blocks: list) -> Iterator[Tensor]:
+        """The keys of each block ``(b0, b1, i0, i1)`` (row-major, as :func:`_pair_blocks` gives them),
+        ``(b1-b0, C, i1-i0)`` in the layout of :meth:`_keys`: slices of the kept keys, or, above the
+        cap, drawn block by block."""
+        if B * C * C <= PAIR_BLOCK_ELEMENTS:
+            keys = self._keys(B, C, device)
+            return (keys[b0:b1, :, i0:i1] for b0, b1, i0, i1 in blocks)
+        gen = self._generator(device)
+        return (_key_order(torch.rand((b1 - b0, i1 - i0, C), generator=gen, device=device, dtype=torch.float32))
+                for b0, b1, i0, i1 in blocks)
 
     def _loss(self, z: Tensor, y: Tensor) -> Tensor:
         B, C = z.shape[-2:]
-        keys = self._keys(B, C, z.device)
-        diff, pair = _pairs(z, y, self.margin)
-        with torch.no_grad():
-            neg = y <= 0.5
-            violates = pair & (diff > 0)
-            inf = torch.tensor(float("inf"), device=z.device)
-            first = torch.where(violates, keys, inf).amin(-1)  # key of the first violator
-            draws = ((keys <= first.unsqueeze(-1)) & neg.unsqueeze(-2)).sum(-1).clamp(min=1)
-            n_neg = neg.sum(-1, keepdim=True)
-            rank = torch.where(torch.isfinite(first), torch.div(n_neg, draws, rounding_mode="floor"), 0)
-        hinge = torch.where(pair, F.relu(diff), 0)
-        return (rank.to(z.dtype) * hinge.sum(-1)).sum(-1).mean(-1)
+        keys = functools.partial(self._block_keys, B, C, z.device)
+        return _PairHinge.apply(z, y, self.margin, keys).mean(-1)
 
 
 @register("bpmll")
