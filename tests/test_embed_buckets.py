@@ -269,4 +269,5 @@ def test_blocks_read_in_a_worker_give_the_same_cache(tmp_path, tiny_text_model):
     for split in ca.splits:
         (x, y, ids), (rx, ry, rids) = cb.load(split), ca.load(split)
         assert ids == rids
+        np.testing.assert_array_equal(y.numpy(), ry.numpy())
         np.testing.assert_array_equal(x.numpy(), rx.numpy())
