@@ -2,8 +2,9 @@
 
 Decoding/resizing (images) runs in DataLoader worker processes (or a thread pool) and overlaps with the
 forward pass; texts are tokenized once per window (``Encoder.read_block``) and each batch is padded from
-those token ids (in this process by default: no worker, see ``docs/performance.md``). The forward pass runs under ``torch.inference_mode`` in eval mode, channels_last
-for CNNs, with autocast per ``--precision`` (bf16 on CPUs with AMX/AVX512-BF16, fp16 on CUDA).
+those token ids (on CPU in this process by default: no worker, see ``docs/performance.md``). The forward
+pass runs under ``torch.inference_mode`` in eval mode, channels_last for CNNs, with autocast per
+``--precision`` (bf16 on CPUs with AMX/AVX512-BF16, fp16 on CUDA).
 Texts are batched by length: within each window of ``--sort-window`` batches (default
 :data:`SORT_WINDOW`) the rows are sorted by token count (longest first) and cut into batches, so each
 batch pads to its own longest row, not to a random long one; once the whole window is encoded its rows
@@ -419,7 +420,7 @@ def _pending(writer: CacheWriter, slices: dict, data: LoadedDataset) \
     return todo, np.concatenate(labels) if labels else np.zeros((0, len(data.classes)), np.uint8), spans
 
 
-class Window(NamedTuple):
+class ReadWindow(NamedTuple):
     """``n`` consecutive pending rows of one split from row ``start``: one block read at once."""
 
     split: str
@@ -427,19 +428,19 @@ class Window(NamedTuple):
     n: int
 
 
-def windows(spans: list, batch_size: int, window: int) -> list[Window]:
+def windows(spans: list, batch_size: int, window: int) -> list[ReadWindow]:
     """The windows of ``window * batch_size`` rows over each split's pending rows ``(split, first row, rows)``,
     never straddling a split and starting at each split's resume point (always a window boundary: rows are
     written a whole window at a time), so a resumed run feeds the backbone exactly the batches an
     uninterrupted run does. Window 1: one batch per window."""
     step = max(1, window) * batch_size
-    return [Window(split, base + w, min(step, n - w)) for split, base, n in spans for w in range(0, n, step)]
+    return [ReadWindow(split, base + w, min(step, n - w)) for split, base, n in spans for w in range(0, n, step)]
 
 
 class Blocks(Dataset):
     """Windows of rows, each read at once by ``read_block`` (picklable: may run in DataLoader workers)."""
 
-    def __init__(self, examples, read_block: Callable[[list], RowBlock], wins: list[Window]):
+    def __init__(self, examples, read_block: Callable[[list], RowBlock], wins: list[ReadWindow]):
         self.examples, self.read_block, self.wins = examples, read_block, wins
 
     def __len__(self):
@@ -467,14 +468,16 @@ def _block_batches(todo: list, spans: list, bb: Encoder, cfg: EmbedConfig, n_wor
         for b in batch_plan(block.sizes, 0, w.n, cfg.batch_size, cfg.sort_window):
             good = [i for i in b.rows if i not in block.errors]
             errors = {w.start + i: block.errors[i] for i in b.rows if i in block.errors}
-            yield Batch(w.split, [w.start + i for i in b.rows], b.window_end), block.batch(good) if good else None, errors
+            batch = block.batch(good) if good else None
+            yield Batch(w.split, [w.start + i for i in b.rows], b.window_end), batch, errors
 
 
 def _row_batches(todo: list, spans: list, bb: Encoder, cfg: EmbedConfig, n_workers: int, dev) -> Iterator:
     """``(Batch, collated batch or None, {row: error})`` of an encoder without ``read_block`` (rows of
     equal cost: images): batches in dataset order, each its own window, rows read by ``bb.read`` in
     DataLoader workers (or, with none, by a thread pool when the encoder's reads are heavy)."""
-    batches = [Batch(w.split, list(range(w.start, w.start + w.n)), True) for w in windows(spans, cfg.batch_size, 1)]
+    batches = [Batch(w.split, list(range(w.start, w.start + w.n)), True)
+               for w in windows(spans, cfg.batch_size, 1)]
     threads = torch.get_num_threads() if bb.threaded_read and not n_workers else 1
     rows = Rows(todo, bb.read, threads=threads)
     dl = DataLoader(rows, batch_sampler=[b.rows for b in batches], num_workers=n_workers,

@@ -119,6 +119,15 @@ def test_block_with_only_bad_rows_has_no_batch(tiny_text_model):
     assert block.sizes.tolist() == [0, 0] and sorted(block.errors) == [0, 1]
 
 
+def test_block_of_a_tokenizer_without_pad_token_is_one_clear_error(tiny_text_model):
+    from mlhead.errors import BackboneError
+
+    bb = create_encoder(str(tiny_text_model), random_init=True)
+    bb.tokenizer.pad_token = None
+    with pytest.raises(BackboneError, match="no padding token"):
+        bb.read_block(["cat dog", "bird"]).batch([0, 1])
+
+
 def test_block_reader_and_block_pickle_small(tiny_text_model):
     """read_block runs in DataLoader workers (picklable, no model inside) and its block travels back."""
     import pickle

