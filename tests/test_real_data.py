@@ -148,7 +148,8 @@ def test_bench_embed_smoke_on_real_inputs(tmp_path):
     root = Path(__file__).resolve().parents[1]
     proc = subprocess.run([sys.executable, str(root / "bench" / "bench_embed.py"), "--n", "24", "--text-n", "24",
                            "--long-n", "16", "--max-length", "64", "--batch-size", "8", "--random-init", "--repeat",
-                           "2", "--workers", "0", "--json", str(out)], capture_output=True, text=True, timeout=600)
+                           "2", "--workers", "0", "--compare-workers", "1", "--json", str(out)],
+                          capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
     doc = json.loads(out.read_text())
     assert [r["what"].split()[0] for r in doc["results"]] == ["images", "texts", "texts", "texts"]
@@ -162,3 +163,8 @@ def test_bench_embed_smoke_on_real_inputs(tmp_path):
         assert r["rows"] == 2 * (r["rows"] // 2)  # the totals of both rounds
         if "texts" in r:
             assert r["pure_sorted_rows_s"] > 0 and 0.9999 <= r["min_cosine_vs_unsorted"] <= 1 + 1e-9
+            assert 0 < r["tokenize_share"] < 1 and r["compare_workers"] == 1  # embed with --workers 0 vs 1
+            per = r["ratios_default_vs_compare_workers_per_round"]
+            assert len(per) == 2 and min(per) - 1e-9 <= r["ratio_default_vs_compare_workers"] <= max(per) + 1e-9
+            assert r["ratio_default_vs_compare_workers"] == pytest.approx(
+                r["embed_default_workers_loop_rows_s"] / r["embed_compare_workers_loop_rows_s"])

@@ -42,8 +42,8 @@ def _core_options(fn):
                      help="texts: batches per window sorted by token count (batches pad to their own longest "
                           "text; rows are written in dataset order); 1 = dataset order"),
         click.option("--workers", type=int, default=None,
-                     help="DataLoader worker processes for decoding/tokenizing [default: CUDA 2; CPU images 0 = "
-                          "each batch decoded here by every core between forward passes; CPU texts 1]"),
+                     help="DataLoader worker processes for decoding/tokenizing [default: CUDA 2; CPU 0: images "
+                          "decoded here by every core between forward passes, texts tokenized here once per window]"),
         click.option("--split-seed", type=int, default=44, show_default=True),
         click.option("--split-mode", type=click.Choice(list(SPLIT_MODES)), default="random", show_default=True,
                      help="random: seeded (table: stable hash of each row id); stratified: iterative multilabel "

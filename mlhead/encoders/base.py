@@ -7,8 +7,14 @@ no knowledge of modalities or families:
     batch = encoder.collate(items)        # stack uint8 images / tokenize texts                   (worker)
     emb   = encoder.encode(batch)         # N x D float32 tensor, on the encoder's device         (main)
 
-``read`` and ``collate`` are small picklable objects (they never hold the model), so they run in
-DataLoader worker processes under any start method. ``fingerprint()`` is what makes a cache stale when it
+Rows whose forward cost differs (texts: token counts) can instead be read a window at a time, once:
+
+    block = encoder.read_block(row_inputs)   # a RowBlock: every row read (texts: tokenized) once
+    block.sizes, block.errors                # per-row cost (to batch rows of similar size), bad rows
+    batch = block.batch(rows)                # the rows' batch, equal to collate([read(x) ...])
+
+``read``, ``collate`` and ``read_block`` are small picklable objects (they never hold the model), so they
+run in DataLoader worker processes under any start method. ``fingerprint()`` is what makes a cache stale when it
 changes; ``spec()`` is what :func:`mlhead.encoders.from_spec` needs to rebuild the very same encoder (a
 cache's attrs are a spec).
 """
@@ -18,6 +24,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from typing import Any, Callable, ClassVar
 
+import numpy as np
 import torch
 
 from .pixels import to_rgb8
@@ -25,6 +32,35 @@ from .pixels import to_rgb8
 
 class BadInput(ValueError):
     """A row the encoder cannot read (empty text...); its message is reported as is, with the row."""
+
+
+def read_one(read: Callable[[Any], Any], value) -> tuple[Any, str | None]:
+    """``(read(value), None)``, or ``(None, message)`` for a row ``read`` cannot read: a :class:`BadInput`'s
+    own message (e.g. ``"empty text"``), else ``"ExceptionType: message"`` (a corrupt, truncated or missing
+    file). Never raises for an ``Exception``: the caller reports the row (``--on-error``)."""
+    try:
+        return read(value), None
+    except BadInput as e:
+        return None, str(e)
+    except Exception as e:  # any unreadable input is reported with its row, not raised here
+        return None, f"{type(e).__name__}: {e}"
+
+
+class RowBlock(ABC):
+    """Rows read together, once (:attr:`Encoder.read_block`): ``sizes`` (int64 numpy array, one cost per
+    row, e.g. its token count; 0 for a bad row), ``errors`` (row index -> message, as :func:`read_one`
+    gives) and :meth:`batch`. Picklable (it travels from a DataLoader worker to the main process)."""
+
+    sizes: np.ndarray
+    errors: dict[int, str]
+
+    def __len__(self) -> int:
+        return len(self.sizes)
+
+    @abstractmethod
+    def batch(self, rows: list[int]) -> Any:
+        """The collated batch of ``rows`` (indices into the block, none of them in :attr:`errors`), in
+        that order: equal to ``encoder.collate([encoder.read(x) for x in those rows' inputs])``."""
 
 
 class Encoder(ABC):
@@ -37,7 +73,9 @@ class Encoder(ABC):
     Class attributes: ``family`` (registry name = source prefix), ``kind``, ``modality``
     (``"image"``/``"text"``), ``options`` (keyword options :meth:`create` takes besides ``random_init``),
     ``cpu_workers`` (default DataLoader workers on CPU), ``threaded_read`` (decode a batch with a thread
-    pool when reading in the main process).
+    pool when reading in the main process). ``read_block`` (None, or a picklable ``inputs -> RowBlock``):
+    rows that differ in cost are read a window at a time, once, and ``embed`` batches them by
+    ``RowBlock.sizes``; None: rows are read one by one with ``read`` and all cost the same (images).
     """
 
     family: ClassVar[str] = ""
@@ -48,10 +86,11 @@ class Encoder(ABC):
     threaded_read: ClassVar[bool] = False
 
     def __init__(self, name: str, model: torch.nn.Module, dim: int, preprocessing: dict, weights_sha256: str,
-                 read: Callable[[Any], Any], collate: Callable[[list], Any]):
+                 read: Callable[[Any], Any], collate: Callable[[list], Any],
+                 read_block: Callable[[list], RowBlock] | None = None):
         self.name, self.model, self.dim = name, model.eval().requires_grad_(False), int(dim)
         self.preprocessing, self.weights_sha256 = preprocessing, weights_sha256
-        self.read, self.collate = read, collate
+        self.read, self.collate, self.read_block = read, collate, read_block
 
     # ------------------------------------------------------------------ what a family implements
 
@@ -101,14 +140,6 @@ class Encoder(ABC):
     def describe(self, value) -> str:
         """How an error message names a row's input (images: the path; texts: ``"text"``)."""
         return str(value)
-
-    def sizes(self, inputs: list) -> list[int] | None:
-        """The cost of each row's forward pass in a batch padded to its longest row (texts: token
-        counts), so that ``embed`` can batch rows of similar size together; None when every row costs
-        the same (images, resized to one shape): rows then keep dataset order. Must be a pure function
-        of ``inputs`` (a resumed embed re-plans the same batches). Never raises for a bad row (its size
-        is then arbitrary; the row is reported when read)."""
-        return None
 
     def default_workers(self, device: torch.device) -> int:
         """DataLoader worker processes when ``--workers`` is not given: on CUDA up to 2 (decoding overlaps

