@@ -70,7 +70,10 @@ def test_quick_run_writes_json(bench, tmp_path):
     out = tmp_path / "lml.json"
     rows = bench.main(["--quick", "--out", str(out)])
     doc = json.loads(out.read_text())
-    assert [r["method"] for r in doc["rows"]] == ["lml-1vsrest", "lml-tree", "mlhead"] == [r.method for r in rows]
+    methods = [r["method"] for r in doc["rows"]]
+    assert methods == [r.method for r in rows] and methods[:2] == ["lml-1vsrest", "lml-tree"]
+    # the mlhead row names the run its val P@1 chose from the stacked loss x lr grid (2 x 2 by default)
+    assert methods[2].startswith("mlhead (") and doc["rows"][2]["options"].startswith("grid of 4 stacked runs")
     for r in doc["rows"]:
         assert all(0 <= r["scores"][k] <= 100 for k in ("p@1", "p@5", "psp@5", "micro_f1", "macro_f1"))
     assert "| problem |" in doc["markdown"] and doc["cpu"]["model"]
