@@ -289,6 +289,7 @@ def early_stop_grid(cache: Path, epochs: int, patience: int, prec: str, seeds: i
     full = fit(cache, specs, FitConfig(**base), write=False)
     early = fit(cache, specs, FitConfig(**base, patience=patience), write=False)
     runs = [{"run": s.label, "best_full": a.config["best_epoch"], "best_early": b.config["best_epoch"],
+             "value_full": a.config["best_value"], "value_early": b.config["best_value"],
              "stopped_epoch": b.config["stopped_epoch"]} for s, a, b in zip(specs, full, early)]
     full_s, early_s = full[0].config["train_seconds"], early[0].config["train_seconds"]
     return {"cache": str(cache), "select": select, "epochs": epochs, "patience": patience, "full_s": full_s,
@@ -464,8 +465,8 @@ def _print_early(e: dict) -> None:
           f"{_mark(e['speedup'] >= 3)}; same selected epoch in {e['same_best_epoch']}/{e['n_runs']} runs "
           f"{_mark(e['same_best_epoch'] >= e['n_runs'] - 2)}")
     for r in e["runs"]:
-        print(f"   {r['run']:<32} best {r['best_full']:>4} | with patience: best {r['best_early']:>4}, "
-              f"stopped {r['stopped_epoch']:>4}")
+        print(f"   {r['run']:<32} best {r['best_full']:>4} ({e['select']} {r['value_full']:.4f}) | with patience: "
+              f"best {r['best_early']:>4} ({r['value_early']:.4f}), stopped {r['stopped_epoch']:>4}")
 
 
 if __name__ == "__main__":
