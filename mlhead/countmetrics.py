@@ -166,13 +166,21 @@ def count_at_least(sorted_cols: np.ndarray, cols: np.ndarray, t: np.ndarray) -> 
     return sorted_cols.shape[1] - lower_bound(sorted_cols, cols, t)
 
 
-def _positives_at_least(c: np.ndarray, s: np.ndarray) -> np.ndarray:
-    """For entries sorted by class then score ascending: #entries of the same class with score >= own."""
+def _ranked_positives(cls: np.ndarray, score: np.ndarray, at_least: np.ndarray) \
+        -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """One entry per positive (class ``cls``, ``score``, ``at_least`` examples scoring >= it), sorted by
+    class then score ascending: ``(order, c, s, tp, precision)`` -- the sort order, the sorted classes and
+    scores, tp = #positives of the same class scoring >= it (ties included; float64) and precision =
+    tp / at_least (the precision of the rule "score >= its own score")."""
+    cls = np.asarray(cls, np.int64)
+    order = np.lexsort((score, cls))
+    c, s = cls[order], np.asarray(score, np.float64)[order]
     k = len(c)
     new = np.ones(k, bool)
     new[1:] = (c[1:] != c[:-1]) | (s[1:] != s[:-1])  # first entry of each (class, score) tie group
     first = np.maximum.accumulate(np.where(new, np.arange(k), 0))
-    return np.searchsorted(c, c, side="right") - first
+    tp = (np.searchsorted(c, c, side="right") - first).astype(np.float64)
+    return order, c, s, tp, tp / np.asarray(at_least, np.float64)[order]
 
 
 def best_f1_thresholds(cls: np.ndarray, score: np.ndarray, at_least: np.ndarray, below: np.ndarray,
@@ -186,11 +194,7 @@ def best_f1_thresholds(cls: np.ndarray, score: np.ndarray, at_least: np.ndarray,
     F1 = 2 P R / (P + R) with P = tp / at_least, R = tp / positives (the arithmetic of
     ``tune_thresholds``), ties to the lowest score; the threshold is the midpoint between the winner and
     ``below`` (the winner itself when nothing is below). Classes without positives get ``fallback``."""
-    cls = np.asarray(cls, np.int64)
-    order = np.lexsort((score, cls))
-    c, s = cls[order], np.asarray(score, np.float64)[order]
-    tp = _positives_at_least(c, s).astype(np.float64)
-    prec = tp / np.asarray(at_least, np.float64)[order]
+    order, c, s, tp, prec = _ranked_positives(cls, score, at_least)
     rec = tp / np.bincount(c, minlength=n_classes)[c]
     denom = prec + rec
     f1 = np.divide(2 * prec * rec, denom, out=np.zeros_like(denom), where=denom > 0)
@@ -214,10 +218,7 @@ def average_precision_from_counts(cls: np.ndarray, score: np.ndarray, at_least: 
     sklearn's sum over thresholds (one per distinct score) of (R_k - R_{k-1}) P_k, the same value
     :func:`average_precision_columns` computes from whole columns. This form needs the positives' scores
     and counts only, so it can be accumulated over row blocks (:mod:`mlhead.blockeval`)."""
-    cls = np.asarray(cls, np.int64)
-    order = np.lexsort((score, cls))  # by class, scores ascending within a class
-    c, s = cls[order], np.asarray(score, np.float64)[order]
-    precision = _positives_at_least(c, s) / np.asarray(at_least, np.float64)[order]
+    _, c, _, _, precision = _ranked_positives(cls, score, at_least)
     n_pos = np.bincount(c, minlength=n_classes)
     sums = np.bincount(c, weights=precision, minlength=n_classes)
     return np.divide(sums, n_pos, out=np.full(n_classes, np.nan), where=n_pos > 0)
