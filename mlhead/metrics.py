@@ -219,13 +219,16 @@ def _pct(x: float) -> float:
 MANY_CLASSES = 1000
 
 
-def _many(c: int) -> bool:
+def many_classes(c: int) -> bool:
+    """Whether ``c`` classes take the count-based paths (> :data:`MANY_CLASSES`): metrics from confusion
+    counts (:mod:`mlhead.countmetrics`), ``mlhead eval`` and ``--tune-thresholds`` in row blocks
+    (:mod:`mlhead.blockeval`)."""
     return c > MANY_CLASSES
 
 
 def _aps(y: np.ndarray, s: np.ndarray, cols) -> np.ndarray:
     """average_precision_score of each column in ``cols`` (each with a positive), as fractions."""
-    if _many(y.shape[1]):
+    if many_classes(y.shape[1]):
         return CM.average_precision_columns(y, s, cols)
     return np.array([average_precision_score(y[:, j], s[:, j]) for j in cols], dtype=np.float64)
 
@@ -250,7 +253,7 @@ def _confusion_metrics(y: np.ndarray, pred: np.ndarray, labels: list[int]) -> di
     """weighted/micro/macro F1, macro/micro precision and recall (percent): per-class averages over the
     classes ``labels`` (those with positives), micro over all cells. scikit-learn, or its numbers from
     confusion counts above :data:`MANY_CLASSES` classes."""
-    if _many(y.shape[1]):
+    if many_classes(y.shape[1]):
         return {k: _pct(v) for k, v in CM.prf_from_counts(*CM.confusion_counts(y, pred), labels).items()}
     nan = float("nan")
 
@@ -266,7 +269,7 @@ def _confusion_metrics(y: np.ndarray, pred: np.ndarray, labels: list[int]) -> di
 
 def _f1(y: np.ndarray, pred: np.ndarray, labels: list[int]) -> dict[str, float]:
     """micro_f1 over all cells; macro_f1 over the classes ``labels`` (those with positives)."""
-    if _many(y.shape[1]):
+    if many_classes(y.shape[1]):
         counts = CM.prf_from_counts(*CM.confusion_counts(y, pred), labels)
         return {k: _pct(counts[k]) for k in ("micro_f1", "macro_f1")}
     macro = _pct(f1_score(y, pred, average="macro", labels=labels, zero_division=0)) if labels else float("nan")
@@ -287,7 +290,7 @@ def f1_scores(logits: Any, targets: Any, rule: DecisionRule) -> dict[str, float]
 def _label_ranking(y: np.ndarray, z: np.ndarray) -> dict[str, float]:
     """lrap and ranking_loss (percent) and coverage_error (labels): scikit-learn, or its numbers from each
     row's positives above :data:`MANY_CLASSES` classes."""
-    if _many(y.shape[1]):
+    if many_classes(y.shape[1]):
         return ranking_percent(CM.label_ranking_metrics(y, z))
     return {"lrap": _pct(label_ranking_average_precision_score(y, z)), "ranking_loss": _pct(label_ranking_loss(y, z)),
             "coverage_error": float(coverage_error(y, z))}
@@ -361,7 +364,7 @@ def evaluate_rule(logits: Any, targets: Any, rule: DecisionRule) -> dict[str, fl
         "map": _class_mean_ap(y, order, present),
         "map_binarized": _class_mean_ap(y, pred, present),
         "subset_accuracy": _pct(accuracy_score(y, pred)),
-        "example_f1": _pct(CM.example_f1(y, pred) if _many(c) else
+        "example_f1": _pct(CM.example_f1(y, pred) if many_classes(c) else
                            f1_score(y, pred, average="samples", zero_division=0)),
         **_label_ranking(y, z),
         "hamming_loss": _pct(hamming_loss(y, pred)),
@@ -456,7 +459,7 @@ def per_class(
     c = z.shape[1]
     names = class_names_of(class_names, c)
     order = _order_scores(z, rule.activation)
-    if _many(c):
+    if many_classes(c):
         tp, fp, fn = CM.confusion_counts(y, pred)
         p, r, f, support = CM.ratio(tp, tp + fp), CM.ratio(tp, tp + fn), CM.ratio(2 * tp, 2 * tp + fp + fn), tp + fn
     else:

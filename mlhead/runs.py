@@ -536,12 +536,12 @@ def resolve_rule(run_dir, rule: DecisionRule | None = None, cache=None) -> Decis
     the run's cache when it is a ``--tune-thresholds`` recipe (:attr:`DecisionRule.needs_tuning`); above
     :data:`mlhead.metrics.MANY_CLASSES` classes from row blocks (:func:`mlhead.blockeval.tune_blocks`,
     the same thresholds, never the split's N x C logits)."""
-    from .metrics import _many
+    from .metrics import many_classes
 
     rule = rule or DecisionRule()
     if not rule.needs_tuning:
         return rule
-    if _many(len(load_config(run_dir)["classes"])):  # row blocks, as evaluate_run (mlhead.blockeval)
+    if many_classes(len(load_config(run_dir)["classes"])):  # row blocks, as evaluate_run (mlhead.blockeval)
         from . import blockeval as B
 
         head, _ = load_head(run_dir)
@@ -622,7 +622,7 @@ def evaluate_run(run_dir, split: str = "test", rule: DecisionRule | None = None,
 
     rule = resolve_rule(run_dir, rule, cache)
     cfg = load_config(run_dir)
-    evaluate = _evaluate_blocked if M._many(len(cfg["classes"])) else _evaluate_in_memory
+    evaluate = _evaluate_blocked if M.many_classes(len(cfg["classes"])) else _evaluate_in_memory
     values, rows = evaluate(run_dir, split, rule, cache, ks)
     warnings, notes = M.rule_warnings(values, rule), []
     path = write_evaluation(run_dir, split, {**rule.to_dict(), "slug": rule.slug}, values, rows, output,
