@@ -159,31 +159,81 @@ class Classifier:
 
     def iter_logits(self, rows: Iterable[Example | BadRow], on_error: str = "raise",
                     skipped: list | None = None) -> Iterator[tuple[list[str], np.ndarray]]:
-        """``(ids, logits float32 B x C)`` per batch of ``batch_size`` rows, streamed (one batch in memory).
+        """``(ids, logits float32 B x C)`` per chunk of rows, in input order, streamed (one chunk in memory).
 
-        Bad rows (unreadable image, empty text, a :class:`~mlhead.inputs.BadRow`): ``on_error="raise"`` ->
-        DatasetError naming the row and file; ``"skip"`` -> appended to ``skipped`` as {id, where, error}."""
-        from .embed import Collate, Rows, bad_rows, encode_batch
+        A chunk is ``batch_size`` rows; for an encoder that reads rows a window at a time (texts:
+        :attr:`~mlhead.encoders.base.Encoder.read_block`) it is ``batch_size * SORT_WINDOW`` rows, tokenized
+        once and encoded in batches of similar length (:func:`mlhead.embed.batch_plan`, as ``mlhead embed``
+        does), the logits put back in input order. Bad rows (unreadable image, empty text, a
+        :class:`~mlhead.inputs.BadRow`): ``on_error="raise"`` -> DatasetError naming the row and file;
+        ``"skip"`` -> appended to ``skipped`` as {id, where, error}."""
+        from .embed import SORT_WINDOW
 
         if on_error not in ON_ERROR:
             raise ConfigError(f"--on-error {on_error!r} invalid; valid: {', '.join(ON_ERROR)}")
         skipped = [] if skipped is None else skipped
-        enc = self.encoder
-        reader = Rows([], enc.read, threads=torch.get_num_threads() if enc.threaded_read else 1)
-        collate = Collate(enc.collate)
+        by_block = self.encoder.read_block is not None
+        chunk_rows = self.batch_size * (SORT_WINDOW if by_block else 1)
+        encode = self._block_chunk if by_block else _RowChunks(self)
         try:
-            for chunk in _chunks(rows, self.batch_size):
+            for chunk in _chunks(rows, chunk_rows):
                 good = [r for r in chunk if not isinstance(r, BadRow)]
                 skipped += _bad_source_rows([r for r in chunk if isinstance(r, BadRow)], on_error)
-                reader.examples = good
-                idx, batch, errors = collate(reader.__getitems__(list(range(len(good)))))
-                skipped += bad_rows(errors, good, enc, on_error)
-                keep = [i for i in idx if i not in errors]
+                keep, logits = encode(good, on_error, skipped)
                 if keep:
-                    emb = encode_batch(enc, batch, self.device, self.precision, f"{good[keep[0]].where}...")
-                    yield [good[i].id for i in keep], self.head_logits(emb)
+                    yield [good[i].id for i in keep], logits
         finally:
-            reader.close()
+            if not by_block:
+                encode.close()
+
+    def _block_chunk(self, good: list[Example], on_error: str, skipped: list) -> tuple[list[int], np.ndarray]:
+        """``(kept rows of good, their logits)`` in input order: one ``read_block`` for the chunk, then
+        batches of similar length (longest first), as ``embed`` batches a window."""
+        from .embed import SORT_WINDOW, bad_rows, batch_plan, encode_batch
+
+        enc = self.encoder
+        block = enc.read_block([r.input for r in good])
+        skipped += bad_rows(dict(sorted(block.errors.items())), good, enc, on_error)
+        order, parts = [], []
+        for b in batch_plan(block.sizes, 0, len(good), self.batch_size, SORT_WINDOW):
+            rows = [i for i in b.rows if i not in block.errors]
+            if rows:
+                emb = encode_batch(enc, block.batch(rows), self.device, self.precision, f"{good[rows[0]].where}...")
+                parts.append(self.head_logits(emb))
+                order += rows
+        if not order:
+            return [], np.zeros((0, len(self.classes)), np.float32)
+        back = np.argsort(order, kind="stable")
+        return [order[i] for i in back], np.concatenate(parts)[back]
+
+
+class _RowChunks:
+    """Chunks of rows read one by one (``encoder.read`` + ``collate``, images), one batch each; ``close()``
+    ends the reading threads."""
+
+    def __init__(self, clf: Classifier):
+        from .embed import Collate, Rows
+
+        enc = clf.encoder
+        self.clf = clf
+        self.reader = Rows([], enc.read, threads=torch.get_num_threads() if enc.threaded_read else 1)
+        self.collate = Collate(enc.collate)
+
+    def __call__(self, good: list[Example], on_error: str, skipped: list) -> tuple[list[int], np.ndarray]:
+        from .embed import bad_rows, encode_batch
+
+        clf, enc = self.clf, self.clf.encoder
+        self.reader.examples = good
+        idx, batch, errors = self.collate(self.reader.__getitems__(list(range(len(good)))))
+        skipped += bad_rows(errors, good, enc, on_error)
+        keep = [i for i in idx if i not in errors]
+        if not keep:
+            return [], np.zeros((0, len(clf.classes)), np.float32)
+        emb = encode_batch(enc, batch, clf.device, clf.precision, f"{good[keep[0]].where}...")
+        return keep, clf.head_logits(emb)
+
+    def close(self) -> None:
+        self.reader.close()
 
 
 def _is_array(x) -> bool:

@@ -52,6 +52,30 @@ def test_text_predictions_equal_eval_on_the_cache(text_run):
         clf.logits(np.zeros((2, 5), np.float32))
 
 
+def test_text_chunks_are_length_batched_in_input_order_with_bad_rows(text_run):
+    """Texts take the read_block path: one tokenization per chunk, batches by length (longest first), the
+    logits back in input order and equal to encoding each text alone; an empty text is skipped (listed)
+    or raised, named by its row."""
+    from mlhead.datasets.base import Example
+
+    run_dir, texts = text_run
+    clf = mlhead.load(run_dir, batch_size=2)
+    assert clf.encoder.read_block is not None
+    inputs = texts[:7] + [""] + texts[7:12]
+    rows = [Example(f"r{i}", t, [], f"in.txt:{i + 1}") for i, t in enumerate(inputs)]
+    skipped = []
+    out = list(clf.iter_logits(rows, "skip", skipped))
+    assert len(out) == 1  # 13 rows < batch_size x SORT_WINDOW: one chunk
+    ids, logits = out[0]
+    assert ids == [f"r{i}" for i in range(13) if i != 7]
+    assert [(s["id"], s["where"], s["error"]) for s in skipped] == [("r7", "in.txt:8", "empty text")]
+    alone = mlhead.load(run_dir, batch_size=1)
+    want = np.concatenate([alone.logits([t]) for t in texts[:12]])
+    np.testing.assert_allclose(logits, want, atol=1e-5)
+    with pytest.raises(DatasetError, match=r"in.txt:8: .*empty text"):
+        list(clf.iter_logits(rows))
+
+
 def test_tuned_thresholds_are_the_default_rule(image_run, tmp_path):
     run_dir = shutil.copytree(image_run[0], tmp_path / "run")
     doc = evaluate_run(run_dir, "test", DecisionRule("sigmoid", tuned_on="val"))
