@@ -59,6 +59,18 @@ def assert_same(got: dict, want: dict):
             assert got[k] == pytest.approx(v, rel=1e-9, abs=1e-12), k
 
 
+@pytest.mark.parametrize("kmax", [0, 2, 3, 8])
+def test_top_k_rule_with_or_without_a_wider_ranking_top_k(kmax):
+    """A top-3 rule beside a ranking top-kmax narrower, equal or wider than its k (or none): the same
+    values as in memory (tied scores), and the top-kmax as ranking.topk_indices gives it."""
+    z, y = _problem(0)
+    rule = DecisionRule("softmax", None, 3)
+    values, _, topk = B.evaluate_blocks(_source(z, 7), sp.csr_matrix(y), rule, kmax=kmax)
+    want = M.evaluate_rule(z, y, rule)
+    assert_same({k: values[k] for k in want}, want)
+    assert topk is None if not kmax else np.array_equal(topk, topk_indices(z, kmax))
+
+
 @pytest.mark.parametrize("rule", RULES, ids=lambda r: r.slug)
 @pytest.mark.parametrize("layout", ["csr", "dense"])
 def test_blocks_equal_the_in_memory_eval(rule, layout):
