@@ -17,6 +17,7 @@ input standardisation (``fit --standardize``) itself. :func:`predict_to` streams
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import time
@@ -174,65 +175,71 @@ class Classifier:
         skipped = [] if skipped is None else skipped
         by_block = self.encoder.read_block is not None
         chunk_rows = self.batch_size * (SORT_WINDOW if by_block else 1)
-        encode = self._block_chunk if by_block else _RowChunks(self)
-        try:
+        with contextlib.nullcontext(self._block_batches) if by_block else _RowReader(self.encoder) as read:
             for chunk in _chunks(rows, chunk_rows):
                 good = [r for r in chunk if not isinstance(r, BadRow)]
                 skipped += _bad_source_rows([r for r in chunk if isinstance(r, BadRow)], on_error)
-                keep, logits = encode(good, on_error, skipped)
-                if keep:
-                    yield [good[i].id for i in keep], logits
-        finally:
-            if not by_block:
-                encode.close()
+                out = self._encode_in_order(good, read(good, on_error, skipped))
+                if out is not None:
+                    yield out
 
-    def _block_chunk(self, good: list[Example], on_error: str, skipped: list) -> tuple[list[int], np.ndarray]:
-        """``(kept rows of good, their logits)`` in input order: one ``read_block`` for the chunk, then
-        batches of similar length (longest first), as ``embed`` batches a window."""
-        from .embed import SORT_WINDOW, bad_rows, batch_plan, encode_batch
+    def _block_batches(self, good: list[Example], on_error: str, skipped: list) -> Iterator[tuple[list[int], Any]]:
+        """``(rows of good, their batch)`` of a chunk read once with ``read_block`` (texts: tokenized once),
+        in batches of similar length, longest first (:func:`mlhead.embed.batch_plan`, as ``embed`` batches
+        a window); bad rows go to :func:`mlhead.embed.bad_rows` first."""
+        from .embed import SORT_WINDOW, bad_rows, batch_plan
 
-        enc = self.encoder
-        block = enc.read_block([r.input for r in good])
-        skipped += bad_rows(dict(sorted(block.errors.items())), good, enc, on_error)
-        order, parts = [], []
+        block = self.encoder.read_block([r.input for r in good])
+        skipped += bad_rows(dict(sorted(block.errors.items())), good, self.encoder, on_error)
         for b in batch_plan(block.sizes, 0, len(good), self.batch_size, SORT_WINDOW):
             rows = [i for i in b.rows if i not in block.errors]
             if rows:
-                emb = encode_batch(enc, block.batch(rows), self.device, self.precision, f"{good[rows[0]].where}...")
-                parts.append(self.head_logits(emb))
-                order += rows
+                yield rows, block.batch(rows)
+
+    def _encode_in_order(self, good: list[Example], batches: Iterable[tuple[list[int], Any]]) \
+            -> tuple[list[str], np.ndarray] | None:
+        """``(ids, logits float32 n x C)`` of the ``(rows of good, batch)`` pairs, put back in input order;
+        None when no row was kept."""
+        from .embed import encode_batch
+
+        order, parts = [], []
+        for rows, batch in batches:
+            emb = encode_batch(self.encoder, batch, self.device, self.precision, f"{good[rows[0]].where}...")
+            parts.append(self.head_logits(emb))
+            order += rows
         if not order:
-            return [], np.zeros((0, len(self.classes)), np.float32)
+            return None
         back = np.argsort(order, kind="stable")
-        return [order[i] for i in back], np.concatenate(parts)[back]
+        return [good[order[i]].id for i in back], np.concatenate(parts)[back]
 
 
-class _RowChunks:
-    """Chunks of rows read one by one (``encoder.read`` + ``collate``, images), one batch each; ``close()``
-    ends the reading threads."""
+class _RowReader:
+    """Rows read one by one (``encoder.read`` + ``collate``: images), a chunk as one batch; a context
+    manager that ends the reading threads on exit."""
 
-    def __init__(self, clf: Classifier):
+    def __init__(self, encoder):
         from .embed import Collate, Rows
 
-        enc = clf.encoder
-        self.clf = clf
-        self.reader = Rows([], enc.read, threads=torch.get_num_threads() if enc.threaded_read else 1)
-        self.collate = Collate(enc.collate)
+        self.encoder = encoder
+        self.reader = Rows([], encoder.read, threads=torch.get_num_threads() if encoder.threaded_read else 1)
+        self.collate = Collate(encoder.collate)
 
-    def __call__(self, good: list[Example], on_error: str, skipped: list) -> tuple[list[int], np.ndarray]:
-        from .embed import bad_rows, encode_batch
+    def __call__(self, good: list[Example], on_error: str, skipped: list) -> Iterator[tuple[list[int], Any]]:
+        """The chunk's kept rows and their batch (at most one pair); bad rows go to
+        :func:`mlhead.embed.bad_rows` first."""
+        from .embed import bad_rows
 
-        clf, enc = self.clf, self.clf.encoder
         self.reader.examples = good
         idx, batch, errors = self.collate(self.reader.__getitems__(list(range(len(good)))))
-        skipped += bad_rows(errors, good, enc, on_error)
+        skipped += bad_rows(errors, good, self.encoder, on_error)
         keep = [i for i in idx if i not in errors]
-        if not keep:
-            return [], np.zeros((0, len(clf.classes)), np.float32)
-        emb = encode_batch(enc, batch, clf.device, clf.precision, f"{good[keep[0]].where}...")
-        return keep, clf.head_logits(emb)
+        if keep:
+            yield keep, batch
 
-    def close(self) -> None:
+    def __enter__(self) -> "_RowReader":
+        return self
+
+    def __exit__(self, *exc) -> None:
         self.reader.close()
 
 
